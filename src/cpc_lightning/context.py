@@ -1,0 +1,97 @@
+"""Causal context models ``g_ar`` over sequences: ``z`` ``(B, T, D)`` -> ``c`` ``(B, T, C)``.
+
+``c[:, t]`` depends only on ``z[:, :t + 1]``. The grid (image) context lives in
+:mod:`cpc_lightning.masked_conv`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GRUContext(nn.Module):
+    """GRU over frames (paper audio: one layer, 256 units)."""
+
+    grid = False
+
+    def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(in_dim, out_dim, num_layers=num_layers, batch_first=True)
+        self.out_dim = out_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.rnn.flatten_parameters()
+        return self.rnn(z)[0]
+
+
+class LSTMContext(nn.Module):
+    """LSTM over frames."""
+
+    grid = False
+
+    def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(in_dim, out_dim, num_layers=num_layers, batch_first=True)
+        self.out_dim = out_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.rnn.flatten_parameters()
+        return self.rnn(z)[0]
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Sinusoidal position codes ``(length, dim)``, computed for any length."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe
+
+
+class TransformerContext(nn.Module):
+    """Causal pre-norm Transformer encoder with a triangular attention mask.
+
+    Positions are sinusoidal codes computed on the fly, so any sequence length works.
+    """
+
+    grid = False
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 256,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if out_dim % num_heads or out_dim % 2:
+            raise ValueError(
+                f"context.out_dim={out_dim} must be even and divisible by "
+                f"context.num_heads={num_heads}"
+            )
+        self.proj = nn.Linear(in_dim, out_dim)
+        layer = nn.TransformerEncoderLayer(
+            out_dim,
+            num_heads,
+            dim_feedforward=ff_mult * out_dim,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        t = z.shape[1]
+        h = self.proj(z) + sinusoidal_positions(t, self.out_dim, z.device).to(z.dtype)
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=z.device, dtype=h.dtype)
+        return self.norm(self.layers(h, mask=mask, is_causal=True))
