@@ -23,7 +23,8 @@ def reference_info_nce(pred, cand, pos_idx, neg_idx, weight, temperature=1.0):
             logits += [torch.dot(pred[k, a], cand[j]) / temperature for j in row]
             logits = torch.stack(logits)
             total = total - torch.log_softmax(logits, 0)[0]
-            correct += float(torch.argmax(logits) == 0)
+            rivals = [logits[1 + i] for i, j in enumerate(row) if j != pos_idx[k, a]]
+            correct += float(all(logits[0] > r for r in rivals))
             count += 1
         losses.append(total / max(count, 1))
         accs.append(correct / max(count, 1))
@@ -95,6 +96,15 @@ def test_perfect_predictor_has_full_accuracy_and_mi_near_bound():
     out = info_nce(pred, cand, pos, neg)
     assert out.acc_k.item() == 1.0
     assert out.mi_k.item() == pytest.approx(math.log(6), abs=1e-3)
+
+
+def test_ties_are_not_successes():
+    cand = torch.ones(6, 4)
+    pred = torch.ones(1, 3, 4)
+    out = info_nce(
+        pred, cand, torch.zeros(1, 3, dtype=torch.long), torch.tensor([[[1, 2], [0, 3], [4, 5]]])
+    )
+    assert out.acc_k.item() == 0.0
 
 
 def test_logits_float32_under_bf16_autocast():

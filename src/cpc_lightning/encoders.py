@@ -88,6 +88,7 @@ class Conv1dEncoder(nn.Module):
     Defaults are the paper's: kernels (10, 8, 4, 4, 4), strides (5, 4, 2, 2, 2), 512 channels,
     ReLU; padding (3, 2, 1, 1, 1) as in the reference code gives exactly ``L // 160`` frames when
     ``L`` is a multiple of 160. Frame ``t`` is aligned with samples ``[160 t, 160 (t + 1))``.
+    ``standardize`` scales each input sequence to zero mean and unit variance first.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Conv1dEncoder(nn.Module):
         paddings: Sequence[int] = (3, 2, 1, 1, 1),
         norm: str = "layer",
         in_channels: int = 1,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         kernels, strides, paddings = list(kernels), list(strides), list(paddings)
@@ -118,6 +120,7 @@ class Conv1dEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.kernels, self.strides, self.paddings = kernels, strides, paddings
         self.out_dim = out_dim
+        self.standardize = standardize
         self.downsampling = int(torch.tensor(strides).prod())
 
     @property
@@ -139,6 +142,11 @@ class Conv1dEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, 1, L)`` or ``(B, L)`` -> ``z`` ``(B, T, D)``."""
         x = x.transpose(1, 2) if x.dim() == 3 else x.unsqueeze(-1)  # channels-last (B, L, 1)
+        if self.standardize:
+            # Raw speech is quiet (RMS ~0.05): without this the first conv's bias dominates, the
+            # per-frame LayerNorm turns z into a constant and InfoNCE sits at log(N + 1).
+            var, mean = torch.var_mean(x, dim=1, keepdim=True)
+            x = (x - mean) * torch.rsqrt(var + 1e-7)
         return self.net(x)
 
 

@@ -11,10 +11,19 @@ class PredictionHeads(nn.Module):
 
     All maps of a set are one ``Linear(in_dim, num_steps * out_dim)``, so predicting every step
     is a single matmul. ``num_sets > 1`` gives one set per image direction (CPC v2).
+    ``init_scale`` shrinks the default initialisation: random scores of unit size put the initial
+    loss above ``log(N + 1)``, and the quickest way down is then to collapse every score to the
+    same value (a constant ``z``), a saddle the model does not leave.
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, num_steps: int, num_sets: int = 1, bias: bool = False
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_steps: int,
+        num_sets: int = 1,
+        bias: bool = False,
+        init_scale: float = 0.1,
     ) -> None:
         super().__init__()
         if num_steps < 1:
@@ -23,6 +32,9 @@ class PredictionHeads(nn.Module):
         self.maps = nn.ModuleList(
             nn.Linear(in_dim, num_steps * out_dim, bias=bias) for _ in range(num_sets)
         )
+        with torch.no_grad():
+            for m in self.maps:
+                m.weight.mul_(init_scale)
 
     def forward(self, c: torch.Tensor, which: int = 0) -> torch.Tensor:
         """``c`` ``(..., in_dim)`` -> predictions ``(K, ..., out_dim)`` from set ``which``."""

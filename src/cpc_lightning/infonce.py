@@ -51,6 +51,9 @@ def info_nce(
         neg_idx: ``(K, M, N)`` or ``(1, M, N)`` (shared across steps) negative indices.
         weight: ``(K, M)`` 1 for anchors that count (0 for padding), or None for all.
         temperature: scores are divided by it.
+
+    An anchor is correct when its positive scores strictly higher than every negative other than
+    the positive itself (a tie is not a success, so a collapsed model scores 0, not 1).
     """
     k, m, _ = pred.shape
     n = neg_idx.shape[-1]
@@ -60,7 +63,9 @@ def info_nce(
     if temperature != 1.0:
         logits = logits / temperature
     per_anchor = torch.logsumexp(logits, dim=2) - logits[..., 0]
-    correct = (logits.argmax(dim=2) == 0).float()
+    with torch.no_grad():  # correct: the positive beats every negative that is not itself
+        rivals = logits[..., 1:].masked_fill(index[..., 1:] == index[..., :1], float("-inf"))
+        correct = (logits[..., 0] > rivals.amax(dim=2)).float()
     w = torch.ones(k, m, device=pred.device) if weight is None else weight.float()
     count = w.sum(1)
     denom = count.clamp(min=1.0)
