@@ -1,0 +1,135 @@
+"""The train entry point as users run it: a real fit of a few steps, run-dir contents, errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.synthetic.num_speakers=3",
+    "data.synthetic.utterances_per_speaker=4",
+    "data.synthetic.min_seconds=1.0",
+    "data.synthetic.max_seconds=1.5",
+    "data.window=3200",
+    "data.batch_size=4",
+    "encoder.hidden_dim=16",
+    "context.out_dim=16",
+    "model.prediction_steps=3",
+    "negatives.num_negatives=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+
+
+def run_cli(args: list[str], tmp_path: Path, module: str = "cpc_lightning.train"):
+    env = dict(os.environ, CPC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_default_pipeline_fits_and_probes(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli([*TINY, "probe.epochs=2", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Linear probes on frozen features" in proc.stdout
+    assert "random init" in proc.stdout and "phones" in proc.stdout
+    for name in (
+        ".hydra/config.yaml",
+        "config_resolved.yaml",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+    ):
+        assert (run_dir / name).is_file(), name
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = set(rows[0])
+    for k in (1, 3):
+        for stage in ("train", "val"):
+            assert {f"{stage}/acc_k{k}", f"{stage}/mi_k{k}", f"{stage}/loss_k{k}"} <= keys
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert max(steps) == 3
+
+
+VARIANTS = [
+    "context=lstm",
+    "context=transformer",
+    "negatives=same_sequence",
+    "model.prediction_steps=4",
+    "logger=tensorboard",
+]
+
+
+@pytest.mark.parametrize("override", VARIANTS)
+def test_variants_fit_and_write_their_run_dir(override, tmp_path, monkeypatch):
+    """The same ``train()`` the CLI calls, in-process (no interpreter start per variant)."""
+    from test_config import make_cfg
+
+    from cpc_lightning.train import train
+
+    cfg = make_cfg([*TINY, override, "probe.enabled=false"], tmp_path)
+    result = train(cfg)
+    run_dir = tmp_path / "run"
+    assert result["global_step"] == 4
+    check_run_dir(run_dir, override)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", VARIANTS)
+def test_variants_from_the_command_line(override, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli([*TINY, override, "probe.enabled=false", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_run_dir(run_dir, override)
+
+
+def check_run_dir(run_dir: Path, override: str) -> None:
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "metrics.csv").is_file()
+    if override == "logger=tensorboard":
+        assert list((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+
+
+MISTAKES = [
+    ("encoder=nope", "nope"),
+    ("model.prediction_steps=0", "model.prediction_steps=0"),
+    ("data.window=320", "data.window=320"),
+    ("negatives.num_negatives=-1", "negatives.num_negatives=-1"),
+]
+
+
+@pytest.mark.parametrize("override,needle", MISTAKES[2:])
+def test_config_mistakes_raise_a_user_error_naming_the_value(override, needle, tmp_path):
+    from test_config import make_cfg
+
+    from cpc_lightning.builder import UserError
+    from cpc_lightning.train import train
+
+    with pytest.raises(UserError, match=needle.replace(".", r"\.")):
+        train(make_cfg([*TINY, override], tmp_path))
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [MISTAKES[0], MISTAKES[1], pytest.param(*MISTAKES[2], marks=pytest.mark.slow)],
+)
+def test_config_mistakes_fail_with_one_clear_message(override, needle, tmp_path):
+    proc = run_cli([*TINY, override, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
