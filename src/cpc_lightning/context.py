@@ -12,34 +12,32 @@ import torch
 from torch import nn
 
 
-class GRUContext(nn.Module):
+class _RecurrentContext(nn.Module):
+    """A batch-first recurrent network over frames; ``rnn`` is set by the subclasses."""
+
+    grid = False
+    rnn_type: type[nn.RNNBase] = nn.GRU
+
+    def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
+        super().__init__()
+        self.rnn = self.rnn_type(in_dim, out_dim, num_layers=num_layers, batch_first=True)
+        self.out_dim = out_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.rnn.flatten_parameters()
+        return self.rnn(z)[0]
+
+
+class GRUContext(_RecurrentContext):
     """GRU over frames (paper audio: one layer, 256 units)."""
 
-    grid = False
-
-    def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
-        super().__init__()
-        self.rnn = nn.GRU(in_dim, out_dim, num_layers=num_layers, batch_first=True)
-        self.out_dim = out_dim
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        self.rnn.flatten_parameters()
-        return self.rnn(z)[0]
+    rnn_type = nn.GRU
 
 
-class LSTMContext(nn.Module):
+class LSTMContext(_RecurrentContext):
     """LSTM over frames."""
 
-    grid = False
-
-    def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(in_dim, out_dim, num_layers=num_layers, batch_first=True)
-        self.out_dim = out_dim
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        self.rnn.flatten_parameters()
-        return self.rnn(z)[0]
+    rnn_type = nn.LSTM
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
