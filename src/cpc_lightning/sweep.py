@@ -1,0 +1,247 @@
+"""Hydra callback: one table and one plot at the end of a multirun.
+
+``hydra/default.yaml`` registers :class:`SweepSummary`. When every point of a sweep has run, it
+reads each job dir's ``.hydra/overrides.yaml`` and ``result.json`` (or ``failed.txt``) and writes
+into the sweep dir:
+
+- ``summary.csv``: one row per point: the swept keys, status, error, global step, every metric;
+- ``summary.md``: the same, compact (swept keys, status, step, the optimized metric);
+- ``summary.png``: the optimized metric vs. ``model.prediction_steps`` (k), one line per
+  ``negatives.num_negatives`` (N); for sweeps over other keys a heatmap (two keys), a line (one
+  key) or one bar per point.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("cpc_lightning.sweep")
+
+K_KEY = "model.prediction_steps"
+N_KEY = "negatives.num_negatives"
+
+
+@dataclass
+class Point:
+    """One sweep point: its job dir, overrides, outcome."""
+
+    job: str
+    overrides: dict[str, Any]
+    status: str  # ok | failed | missing
+    error: str = ""
+    global_step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _job_sort_key(path: Path) -> tuple[int, str]:
+    name = path.name
+    return (int(name), name) if name.isdigit() else (1 << 30, str(path))
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "failed"
+
+
+def collect_points(sweep_dir: Path) -> list[Point]:
+    """Every job dir under ``sweep_dir`` (one with ``.hydra/overrides.yaml``), in job order."""
+    job_dirs = sorted(
+        {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"},
+        key=_job_sort_key,
+    )
+    points = []
+    for job_dir in job_dirs:
+        raw = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        overrides = {}
+        for item in raw:
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = _parse_value(value)
+        name = str(job_dir.relative_to(sweep_dir))
+        failed, result = job_dir / "failed.txt", job_dir / "result.json"
+        if failed.is_file():
+            points.append(Point(name, overrides, "failed", _last_line(failed.read_text())))
+        elif result.is_file():
+            data = json.loads(result.read_text())
+            metrics = {k: float(v) for k, v in data.get("metrics", {}).items()}
+            points.append(Point(name, overrides, "ok", "", data.get("global_step"), metrics))
+        else:
+            points.append(Point(name, overrides, "missing", "no result.json (killed?)"))
+    return points
+
+
+def swept_keys(points: list[Point]) -> list[str]:
+    """Override keys whose value differs between points (all keys for a single point)."""
+    keys: list[str] = []
+    for p in points:
+        keys += [k for k in p.overrides if k not in keys]
+    if len(points) < 2:
+        return keys
+    return [k for k in keys if len({repr(p.overrides.get(k)) for p in points}) > 1]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_csv(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
+    """``summary.csv``: swept keys, status, error, step, the optimized metric first, then all."""
+    names = sorted({m for p in points for m in p.metrics} - {metric})
+    header = ["job", *keys, "status", "error", "global_step", metric, *names, "overrides"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for p in points:
+            writer.writerow(
+                [
+                    p.job,
+                    *(p.overrides.get(k, "") for k in keys),
+                    p.status,
+                    p.error,
+                    "" if p.global_step is None else p.global_step,
+                    p.metrics.get(metric, ""),
+                    *(p.metrics.get(m, "") for m in names),
+                    " ".join(f"{k}={v}" for k, v in p.overrides.items()),
+                ]
+            )
+
+
+def write_markdown(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
+    """``summary.md``: a table with swept keys, status, step, metric (and the error if failed)."""
+    extra = [m for m in ("val/acc",) if m != metric and any(m in p.metrics for p in points)]
+    header = ["job", *keys, "status", "step", metric, *extra, "error"]
+    lines = [
+        f"# Sweep summary ({len(points)} points, "
+        f"{sum(p.status != 'ok' for p in points)} failed or missing)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for p in points:
+        cells = [
+            p.job,
+            *(_fmt(p.overrides.get(k)) for k in keys),
+            "**FAILED**" if p.status == "failed" else p.status,
+            _fmt(p.global_step),
+            _fmt(p.metrics.get(metric)),
+            *(_fmt(p.metrics.get(m)) for m in extra),
+            p.error.replace("|", "\\|")[:200],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _value(p: Point, metric: str) -> float:
+    return p.metrics.get(metric, math.nan) if p.status == "ok" else math.nan
+
+
+def _sortable(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(set(values))
+    except TypeError:
+        return sorted(set(values), key=str)
+
+
+def plot(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
+    """``summary.png``: metric vs k per N, else a heatmap / line / bars (failed points: gaps)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    ax = fig.add_subplot()
+    failed = sum(p.status != "ok" for p in points)
+    title = f"{metric} ({len(points)} points" + (f", {failed} failed)" if failed else ")")
+    if K_KEY in keys and set(keys) <= {K_KEY, N_KEY}:
+        for n in _sortable([p.overrides.get(N_KEY) for p in points]):
+            sub = sorted(
+                (p for p in points if p.overrides.get(N_KEY) == n),
+                key=lambda p: p.overrides.get(K_KEY),
+            )
+            xs = [p.overrides.get(K_KEY) for p in sub]
+            label = f"N = {n}" if n is not None else "N (default)"
+            ax.plot(xs, [_value(p, metric) for p in sub], marker="o", label=label)
+        ax.set_xlabel("k (model.prediction_steps)")
+        ax.legend()
+    elif len(keys) == 2:
+        rows = _sortable([p.overrides.get(keys[0]) for p in points])
+        cols = _sortable([p.overrides.get(keys[1]) for p in points])
+        grid = [[math.nan] * len(cols) for _ in rows]
+        for p in points:
+            i, j = rows.index(p.overrides.get(keys[0])), cols.index(p.overrides.get(keys[1]))
+            grid[i][j] = _value(p, metric)
+        image = ax.imshow(grid, aspect="auto", cmap="viridis")
+        fig.colorbar(image, ax=ax, label=metric)
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_ylabel(keys[0])
+        ax.set_xlabel(keys[1])
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                text = "failed" if math.isnan(grid[i][j]) else f"{grid[i][j]:.3g}"
+                ax.text(j, i, text, ha="center", va="center", color="w")
+    elif len(keys) == 1 and all(isinstance(p.overrides.get(keys[0]), (int, float)) for p in points):
+        sub = sorted(points, key=lambda p: p.overrides[keys[0]])
+        ax.plot([p.overrides[keys[0]] for p in sub], [_value(p, metric) for p in sub], marker="o")
+        ax.set_xlabel(keys[0])
+    else:
+        labels = [" ".join(f"{k}={p.overrides.get(k)}" for k in keys) or p.job for p in points]
+        ax.bar(range(len(points)), [_value(p, metric) for p in points])
+        ax.set_xticks(range(len(points)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def summarize(sweep_dir: str | Path, metric: str = "val/loss") -> list[Point]:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    points = collect_points(sweep_dir)
+    if not points:
+        log.warning("sweep summary: no job dirs under %s", sweep_dir)
+        return points
+    keys = swept_keys(points)
+    write_csv(sweep_dir / "summary.csv", points, keys, metric)
+    write_markdown(sweep_dir / "summary.md", points, keys, metric)
+    plot(sweep_dir / "summary.png", points, keys, metric)
+    return points
+
+
+class SweepSummary(Callback):
+    """Hydra callback writing the sweep summary (:func:`summarize`) at the end of a multirun."""
+
+    def __init__(self, metric: str | None = None) -> None:
+        self.metric = metric
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        metric = self.metric or OmegaConf.select(config, "optimized_metric") or "val/loss"
+        try:
+            points = summarize(sweep_dir, metric)
+        except Exception:  # a summary must never turn a finished sweep into a failure
+            log.exception("sweep summary failed for %s", sweep_dir)
+            return
+        bad = [p.job for p in points if p.status != "ok"]
+        log.info(
+            "sweep summary: %s (%d points%s)",
+            sweep_dir / "summary.md",
+            len(points),
+            f"; failed or missing: {', '.join(bad)}" if bad else "",
+        )
