@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO, run_train
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CPC_DATA_DIR", REPO.parent / "shared" / "data"))
 CIFAR_SUBSET = (DATA_DIR if DATA_DIR.is_absolute() else REPO / DATA_DIR) / "cifar10_subset"
 
@@ -27,18 +26,6 @@ def make_image_tree(root: Path, per_class: int = 4, size: int = 80) -> Path:
                 arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(root / split / name / f"{i}.JPEG")
     return root
-
-
-def run_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "cpc_lightning.train", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _check_run_dir(run_dir: Path, proc: subprocess.CompletedProcess) -> dict:

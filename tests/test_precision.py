@@ -4,45 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import CONF, run_train, tiny
 from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "src" / "cpc_lightning" / "conf"
-TINY = [
-    "encoder.hidden_dim=16",
-    "context.out_dim=16",
-    "data.window=3200",
-    "model.prediction_steps=2",
-    "negatives.num_negatives=8",
-    "data.batch_size=4",
-    "data.synthetic.num_speakers=3",
-    "data.synthetic.utterances_per_speaker=4",
-    "trainer.accelerator=cpu",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "probe.enabled=false",
-]
-
-
-def run_train(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "cpc_lightning.train", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+TINY = tiny("model.prediction_steps=2")
 
 
 @pytest.mark.parametrize(

@@ -19,43 +19,24 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import REPO, run_train, tiny
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cpc_lightning.callbacks import AppendingCSVLogger, AtomicModelCheckpoint
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "encoder.hidden_dim=16",
-    "context.out_dim=16",
-    "data.window=3200",
+TINY = tiny(
     "model.prediction_steps=2",
-    "negatives.num_negatives=8",
-    "data.batch_size=4",
-    "data.synthetic.num_speakers=3",
-    "data.synthetic.utterances_per_speaker=4",
-    "trainer.accelerator=cpu",
-    "trainer.limit_val_batches=1",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "probe.enabled=false",
-]
+    drop=(
+        "callbacks.model_checkpoint.every_n_train_steps",
+        "trainer.max_steps",
+        "trainer.val_check_interval",
+    ),
+)
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-
-
-def run_train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m cpc_lightning.train`` with ``overrides``; output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "cpc_lightning.train", *overrides],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

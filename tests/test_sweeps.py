@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_train, tiny
 
 from cpc_lightning.sweep import collect_points, summarize, swept_keys
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "encoder.hidden_dim=16",
-    "context.out_dim=16",
-    "data.window=3200",
-    "data.batch_size=4",
-    "data.synthetic.num_speakers=3",
-    "data.synthetic.utterances_per_speaker=4",
-    "trainer.accelerator=cpu",
+TINY = tiny(
     "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "probe.enabled=false",
-]
-
-
-def run_train(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "cpc_lightning.train", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    drop=(
+        "model.prediction_steps",
+        "negatives.num_negatives",
+        "trainer.max_steps",
+    ),
+)
 
 
 def fake_job(sweep: Path, num: int, overrides: list[str], loss: float | None, error: str = ""):

@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_train, tiny
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.synthetic.num_speakers=3",
-    "data.synthetic.utterances_per_speaker=4",
-    "data.synthetic.min_seconds=1.0",
-    "data.synthetic.max_seconds=1.5",
-    "data.window=3200",
-    "data.batch_size=4",
-    "encoder.hidden_dim=16",
-    "context.out_dim=16",
-    "model.prediction_steps=3",
-    "negatives.num_negatives=8",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=2",
-]
+TINY = tiny(drop=("probe.enabled", "trainer.accelerator"))
 
 
-def run_cli(args: list[str], tmp_path: Path, module: str = "cpc_lightning.train"):
-    env = dict(os.environ, CPC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_cli(args: list[str], tmp_path: Path):
+    return run_train(*args, env={"CPC_CACHE_DIR": str(tmp_path / "cache")})
 
 
 def test_default_pipeline_fits_and_probes(tmp_path):

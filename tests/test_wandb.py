@@ -10,25 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, tiny
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "encoder.hidden_dim=16",
-    "context.out_dim=16",
-    "data.window=3200",
-    "model.prediction_steps=2",
-    "negatives.num_negatives=8",
-    "data.batch_size=4",
-    "data.synthetic.num_speakers=3",
-    "data.synthetic.utterances_per_speaker=4",
-    "trainer.accelerator=cpu",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "probe.enabled=false",
-]
+TINY = tiny("model.prediction_steps=2", "trainer.max_steps=2")
 
 
 def read_wandb_records(path: Path) -> list:
