@@ -30,6 +30,10 @@ test-all: $(STAMP) ## Run every test, slow ones (DDP, sweeps, kill/resume) inclu
 
 bench: $(STAMP) ## Benchmarks: training step, InfoNCE fast path vs. gather reference, data loading
 	$(PY) benchmarks/step.py $(ARGS)
+	$(PY) benchmarks/data.py
+
+probes: $(STAMP) ## Pre-train on the real example sets (about 25 min on 2 cores), then linear probes vs. baselines
+	bash benchmarks/real_data_probes.sh $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check src tests benchmarks
@@ -40,6 +44,6 @@ format: $(STAMP) ## ruff format + autofix
 	$(PY) -m ruff check --fix src tests benchmarks
 
 clean: ## Remove caches and outputs (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache outputs multirun
+	rm -rf .pytest_cache .ruff_cache outputs multirun runs
 
-.PHONY: help setup train test test-all bench lint format clean
+.PHONY: help setup train test test-all bench probes lint format clean
