@@ -6,7 +6,7 @@
 #   bash benchmarks/real_data_probes.sh [OUT_DIR]        (make probes)
 #
 # Env: PY (python, default .venv/bin/python), MINUTES (default 19), THREADS (torch threads per
-# run, default 1: fsdd and speech_commands pre-train side by side on a 2-core machine).
+# run while fsdd and speech_commands pre-train side by side, default 1; twice that afterwards).
 # Reports: OUT_DIR/<run>/eval/<task>.json and the tables printed at the end.
 set -euo pipefail
 OUT=$(realpath -m "${1:-runs/real_data_probes}")
@@ -36,15 +36,21 @@ echo 2911-12359-0007 >"$OUT/librispeech_test_split.txt"
 pretrain librispeech data=librispeech data.root=../shared/data/librispeech_sample trainer=cpu \
   data.test_split_file="$OUT/librispeech_test_split.txt" trainer.max_steps=40 \
   trainer.val_check_interval=20
-# CIFAR-10 patches (CPC v2 settings, small).
-pretrain cifar experiment=cpc_images_v2_cifar trainer=cpu trainer.max_steps=300 \
-  trainer.val_check_interval=100 trainer.limit_val_batches=4
+export OMP_NUM_THREADS=$((2 * THREADS))
+# CIFAR-10 patches (CPC v2 settings, small): about 15 min on 2 cores.
+pretrain cifar experiment=cpc_images_v2_cifar trainer=cpu trainer.max_steps=2500 \
+  trainer.val_check_interval=250 trainer.limit_val_batches=4
 
-evaluate() {  # run, task
-  "$PY" -m cpc_lightning.evaluate run_dir="$OUT/$1" task="$2" | tee "$OUT/$1.$2.txt"
+evaluate() {  # report name, run, task, then overrides; three probe seeds on cached features
+  local name=$1 run=$2 task=$3
+  shift 3
+  "$PY" -m cpc_lightning.evaluate run_dir="$OUT/$run" task="$task" 'probe.seeds=[0,1,2]' "$@" |
+    tee "$OUT/$name.txt"
 }
-evaluate fsdd speakers
-evaluate fsdd classes
-evaluate speech_commands classes
-evaluate librispeech phones
-evaluate cifar classes
+evaluate fsdd.speakers fsdd speakers
+evaluate fsdd.classes fsdd classes
+evaluate speech_commands.classes speech_commands classes
+evaluate librispeech.phones librispeech phones
+evaluate cifar.classes cifar classes
+# The encoder's patch vectors z (before the masked-conv context), mean-pooled over the grid.
+evaluate cifar.classes_z cifar classes feature=z out_dir="$OUT/cifar/eval_z"
