@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ def test_variants_fit_and_write_their_run_dir(override, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     assert result["global_step"] == 4
     check_run_dir(run_dir, override)
+    # Every run records its key choices (sweeps over modes and K are told apart by them).
+    setup = json.loads((run_dir / "result.json").read_text())["setup"]
+    expected = {
+        "context=lstm": ("context", "LSTMContext"),
+        "context=transformer": ("context", "TransformerContext"),
+        "negatives=same_sequence": ("negatives", "same_sequence"),
+        "model.prediction_steps=4": ("prediction_steps", 4),
+    }.get(override)
+    if expected:
+        assert setup[expected[0]] == expected[1], setup
+    assert setup["negatives"] and setup["prediction_steps"] and setup["num_negatives"]
 
 
 @pytest.mark.slow

@@ -108,3 +108,4 @@ def test_wandb_without_credentials_logs_offline(tmp_path):
     # the resolved training config
     assert config["model"]["prediction_steps"] == 2
     assert config["negatives"]["num_negatives"] == 8
+    assert config["setup"]["prediction_steps"] == 2 and config["setup"]["num_negatives"] == 8

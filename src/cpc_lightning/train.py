@@ -109,6 +109,25 @@ def run_probes(
     return combined_table(reports) + f"\n(probe wall time {seconds:.1f} s)" if reports else ""
 
 
+def run_setup(cfg: DictConfig) -> dict[str, Any]:
+    """The experiment's key choices in one flat dict (log line, ``result.json``, loggers)."""
+
+    def name(node: Any) -> str | None:
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        return str(target).rsplit(".", 1)[-1] if target else None
+
+    neg = cfg.get("negatives") or {}
+    return {
+        "data": name(cfg.get("data")),
+        "encoder": name(cfg.get("encoder")),
+        "context": name(cfg.get("context")),
+        "prediction_steps": int(cfg.model.prediction_steps),
+        "negatives": neg.get("mode"),
+        "num_negatives": neg.get("num_negatives"),
+        "seed": int(cfg.seed),
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit CPC as configured; return the final metrics (and the probe table if run)."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -126,6 +145,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    setup = run_setup(cfg)
+    log.info("run: %s", " ".join(f"{k}={v}" for k, v in setup.items()))
 
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
     if cfg.model.get("online_probe", False):
@@ -139,6 +160,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             logger=loggers or False,
             use_distributed_sampler=not getattr(datamodule, "handles_distributed", False),
         )
+    for lg in loggers:
+        lg.log_hyperparams({"setup": setup})  # nested: must not shadow W&B's resolved config
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -159,7 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         global_step = int(torch.load(last, "cpu", mmap=True, weights_only=False)["global_step"])
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    result: dict[str, Any] = {"metrics": metrics, "global_step": global_step}
+    result: dict[str, Any] = {"setup": setup, "metrics": metrics, "global_step": global_step}
     if cfg.probe.enabled and trainer.is_global_zero:
         table = run_probes(cfg, model, initial, datamodule, trainer.loggers)
         if table:
