@@ -73,6 +73,28 @@ def test_variants_fit_and_write_their_run_dir(override, tmp_path, monkeypatch):
     assert setup["negatives"] and setup["prediction_steps"] and setup["num_negatives"]
 
 
+def test_last_step_is_logged_and_validated_between_intervals(tmp_path):
+    """max_steps between logging and validation intervals: the last step still gets its rows
+    in metrics.csv and a val/ metric for a sweeper."""
+    from test_config import make_cfg
+
+    from cpc_lightning.train import train
+
+    overrides = tiny(
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=50",
+        "trainer.val_check_interval=100",
+        drop=("probe.enabled",),
+    )
+    result = train(make_cfg([*overrides, "probe.enabled=false"], tmp_path))
+    assert result["global_step"] == 3
+    assert "val/loss" in result["metrics"] and "val/acc_k1" in result["metrics"]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [2]
+    assert [int(r["step"]) for r in rows if r.get("val/loss")] == [2]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("override", VARIANTS)
 def test_variants_from_the_command_line(override, tmp_path):

@@ -7,6 +7,7 @@
   publishing a checkpoint only once the log rows of its step are on disk.
 - :class:`AppendingCSVLogger`: ``metrics.csv`` continued across restarts (Lightning's logger
   deletes it); rows a resumed run logs again replace the old ones.
+- :class:`FinalStep`: the last step is always logged and validated.
 - :class:`RankStateDump`: test helper, each DDP rank saves its final parameters.
 """
 
@@ -235,6 +236,28 @@ class AppendingCSVLogger(CSVLogger):
         if step is not None:
             self.experiment.note_trainer_step(step)
         super().log_metrics(metrics, step)
+
+
+class FinalStep(Callback):
+    """Makes the step that reaches ``trainer.max_steps`` a logging and validation step.
+
+    Lightning logs every ``log_every_n_steps`` and validates every ``val_check_interval`` steps,
+    so a run whose ``max_steps`` falls between them would end without its last rows in
+    ``metrics.csv`` and without the ``val/`` metric a sweeper optimises. Asking the trainer to
+    stop at that step (where it stops anyway) makes Lightning log, validate and flush once more.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Request the stop once the global step reaches ``max_steps``."""
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 class RankStateDump(Callback):

@@ -34,7 +34,7 @@ from cpc_lightning.builder import (
     check_data_fits_model,
     user_errors,
 )
-from cpc_lightning.callbacks import atomic_save_checkpoint
+from cpc_lightning.callbacks import FinalStep, atomic_save_checkpoint
 from cpc_lightning.online_probe import OnlineProbe
 from cpc_lightning.probe import (
     EvalSettings,
@@ -148,7 +148,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     setup = run_setup(cfg)
     log.info("run: %s", " ".join(f"{k}={v}" for k, v in setup.items()))
 
-    callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks") + [FinalStep()]
     if cfg.model.get("online_probe", False):
         callbacks.append(OnlineProbe())
     ckpt_path = _resolve_ckpt_path(cfg, out_dir)
