@@ -89,6 +89,11 @@ def atomic_save_checkpoint(
         commit_checkpoint(trainer, filepath)
 
 
+def reached_max_steps(trainer: pl.Trainer) -> bool:
+    """Whether the step just taken is the last one ``trainer.max_steps`` allows."""
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose files (``last.ckpt`` included) are replaced atomically.
 
@@ -149,7 +154,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if (
             self.save_last
-            and 0 < trainer.max_steps <= trainer.global_step
+            and reached_max_steps(trainer)
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -256,7 +261,7 @@ class FinalStep(Callback):
         batch_idx: int,
     ) -> None:
         """Request the stop once the global step reaches ``max_steps``."""
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if reached_max_steps(trainer):
             trainer.should_stop = True
 
 
