@@ -32,8 +32,8 @@ bench: $(STAMP) ## Benchmarks: training step, InfoNCE fast path vs. gather refer
 	$(PY) benchmarks/step.py $(ARGS)
 	$(PY) benchmarks/data.py
 
-probes: $(STAMP) ## Pre-train on the real example sets (about 30 min on 2 cores), then linear probes vs. baselines
-	bash benchmarks/real_data_probes.sh $(ARGS)
+probes: $(STAMP) ## Pre-train on the real example sets (DATA=../shared/data; ~30 min on 2 cores), then probes vs. baselines
+	DATA=$${DATA:-../shared/data} bash benchmarks/real_data_probes.sh $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check src tests benchmarks

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from cpc_lightning.data.audio import CorpusSpec, build_manifest
-from cpc_lightning.data.modules import AudioFolderDataModule, LibriSpeechDataModule
+from cpc_lightning.data.audio.datamodules import AudioFolderDataModule, LibriSpeechDataModule
+from cpc_lightning.data.audio.layouts import FolderLayout
+from cpc_lightning.data.audio.manifest import build_manifest
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -103,21 +104,21 @@ def main() -> None:
         t = time.perf_counter()
         make_tree(root, args.files)
         gen = time.perf_counter() - t
-        spec = CorpusSpec(layout="folder", root=str(root), pattern=r"(?P<speaker>spk\d+)/")
+        layout = FolderLayout(pattern=r"(?P<speaker>spk\d+)/")
         timings = []
         t = time.perf_counter()
-        m = build_manifest(spec, cache, write=True)
+        m = build_manifest(layout, root, 16000, cache, write=True)
         timings.append(("first build (probe every file, write cache)", time.perf_counter() - t, m))
         t = time.perf_counter()
-        m = build_manifest(spec, cache, write=True)
+        m = build_manifest(layout, root, 16000, cache, write=True)
         timings.append(("cached start (stat scan, read cache)", time.perf_counter() - t, m))
         t = time.perf_counter()
-        m = build_manifest(spec, cache, write=False)
+        m = build_manifest(layout, root, 16000, cache, write=False)
         timings.append(("cached start, read-only (setup)", time.perf_counter() - t, m))
         touched = next(root.glob("spk00/*.wav"))
         os.utime(touched, ns=(1, 1))
         t = time.perf_counter()
-        m = build_manifest(spec, cache, write=True)
+        m = build_manifest(layout, root, 16000, cache, write=True)
         timings.append(("one file touched (re-probe 1, rewrite)", time.perf_counter() - t, m))
         print(f"manifest of {args.files} files (tree written in {gen:.1f} s)")
         print("| step | seconds | files probed |")

@@ -54,7 +54,7 @@ def measure(cfg: Any, precision: str, steps: int, warmup: int, accelerator: str)
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
-    from cpc_lightning.builder import build_model
+    from cpc_lightning.build import build_model
 
     batch = {"x": torch.randn(int(cfg.data.batch_size), 1, int(cfg.data.window))}
 

@@ -5,12 +5,15 @@
 #
 #   bash benchmarks/real_data_probes.sh [OUT_DIR]        (make probes)
 #
-# Env: PY (python, default .venv/bin/python), MINUTES (default 19), THREADS (torch threads per
-# run while fsdd and speech_commands pre-train side by side, default 1; twice that afterwards).
+# Env: PY (python, default .venv/bin/python), DATA (the example datasets, default ../shared/data),
+# MINUTES (default 19), THREADS (torch threads per run while fsdd and speech_commands pre-train
+# side by side, default 1; twice that afterwards).
 # Reports: OUT_DIR/<run>/eval/<task>.json and the tables printed at the end.
 set -euo pipefail
 OUT=$(realpath -m "${1:-runs/real_data_probes}")
 PY=${PY:-.venv/bin/python}
+DATA=$(realpath -m "${DATA:-../shared/data}")
+export CPC_DATA_DIR=$DATA
 MINUTES=${MINUTES:-19}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
@@ -33,7 +36,7 @@ wait
 # LibriSpeech layout with the real CPC phone-label file (tiny: tests the alignment end to end).
 # Two utterances have labels; hold out one of them as the phone probe's test split.
 echo 2911-12359-0007 >"$OUT/librispeech_test_split.txt"
-pretrain librispeech data=librispeech data.root=../shared/data/librispeech_sample trainer=cpu \
+pretrain librispeech data=librispeech data.root="$DATA/librispeech_sample" trainer=cpu \
   data.test_split_file="$OUT/librispeech_test_split.txt" trainer.max_steps=40 \
   trainer.val_check_interval=20
 export OMP_NUM_THREADS=$((2 * THREADS))

@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from cpc_lightning.context import GRUContext
-from cpc_lightning.encoders import Conv1dEncoder
-from cpc_lightning.heads import PredictionHeads
-from cpc_lightning.infonce import info_nce
-from cpc_lightning.module import CPCModule
-from cpc_lightning.negatives import NegativeSampler
+from cpc_lightning.model.context.sequence import GRUContext
+from cpc_lightning.model.encoders.audio import Conv1dEncoder
+from cpc_lightning.model.heads import PredictionHeads
+from cpc_lightning.model.infonce import info_nce
+from cpc_lightning.model.module import CPCModule
+from cpc_lightning.model.negatives import NegativeSampler
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from helpers import SHARED_DATA, write_tone
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared example datasets (``../shared/data`` from the repo root), or skip."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared example datasets absent: {SHARED_DATA.resolve()}")
-    return SHARED_DATA.resolve()
-
-
-def write_tone(path: Path, seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0):
-    """A short noisy tone as 16-bit audio (format from the suffix)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    x = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.05 * rng.standard_normal(n)
-    data = np.stack([x * (c + 1) / channels for c in range(channels)], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), data.astype(np.float32), sr, subtype="PCM_16")
-    return n
+        pytest.skip(f"shared example datasets absent: {SHARED_DATA}")
+    return SHARED_DATA
 
 
 @pytest.fixture

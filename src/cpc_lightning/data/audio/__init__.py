@@ -1,0 +1,1 @@
+"""Audio corpora: layouts -> manifest -> reader -> windows -> batch samplers -> DataModules."""

@@ -1,0 +1,116 @@
+"""Training windows: random ``window``-sample crops of utterances, with masks and frame labels."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cpc_lightning.data import IGNORE_INDEX
+from cpc_lightning.data.audio.frames import LABEL_HOP
+from cpc_lightning.data.audio.manifest import AudioDataWarning, Utterance
+from cpc_lightning.data.audio.reader import AudioReader
+
+
+def seed_of(*parts: int) -> int:
+    """A 32-bit seed derived from integers (order matters)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+class WindowDataset(Dataset):
+    """Random ``window``-sample crops, ``windows_per_utterance`` per utterance per epoch.
+
+    Item ``i`` is utterance ``i % len(records)``. Training starts are drawn from (seed, epoch, i);
+    evaluation starts from (seed, i) only. Starts are multiples of 160 so that window frame j is
+    label frame ``start // 160 + j``. Shorter utterances are zero-padded (``mask`` False there).
+    The epoch lives in shared memory so that worker processes see ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Utterance],
+        reader: AudioReader,
+        window: int,
+        windows_per_utterance: int = 1,
+        train: bool = True,
+        seed: int = 0,
+        augment: Any | None = None,
+    ) -> None:
+        if window <= 0 or window % LABEL_HOP:
+            raise ValueError(
+                f"data.window must be a positive multiple of {LABEL_HOP}, got {window}"
+            )
+        if windows_per_utterance < 1:
+            raise ValueError(
+                f"data.windows_per_utterance must be >= 1, got {windows_per_utterance}"
+            )
+        self.records = list(records)
+        self.reader = reader
+        self.window = window
+        self.windows_per_utterance = windows_per_utterance
+        self.train = train
+        self.seed = seed
+        self.augment = augment
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._failed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.records) * self.windows_per_utterance
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def utterance_of(self, index: int) -> int:
+        return index % len(self.records)
+
+    def start_of(self, index: int) -> int:
+        """Window start (multiple of 160) for dataset item ``index`` at the current epoch."""
+        rec = self.records[self.utterance_of(index)]
+        slots = (rec.num_samples - self.window) // LABEL_HOP
+        if slots <= 0:
+            return 0
+        parts = (self.seed, self.epoch, index) if self.train else (self.seed, 7919, index)
+        return LABEL_HOP * int(np.random.default_rng(seed_of(*parts)).integers(0, slots + 1))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        u = self.utterance_of(index)
+        rec = self.records[u]
+        start = self.start_of(index)
+        x = torch.zeros(self.window, dtype=torch.float32)
+        mask = torch.zeros(self.window, dtype=torch.bool)
+        try:
+            real = self.reader.window(rec, start, self.window)
+        except Exception as err:  # noqa: BLE001 - a file broken after indexing: keep training
+            if rec.path not in self._failed:
+                self._failed.add(rec.path)
+                warnings.warn(
+                    f"could not read {rec.path}: {err}; using silence", AudioDataWarning, 2
+                )
+            real = torch.zeros(0)
+        n = min(real.numel(), self.window)
+        if n and self.augment is not None and self.train:
+            gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, index, 1))
+            real = self.augment(real[:n], gen)
+        x[:n] = real[:n]
+        mask[:n] = True
+        nf = self.window // LABEL_HOP
+        phones = torch.full((nf,), IGNORE_INDEX, dtype=torch.int64)
+        if rec.phones is not None:
+            seg = rec.phones[start // LABEL_HOP : start // LABEL_HOP + nf]
+            phones[: len(seg)] = torch.from_numpy(seg.astype(np.int64))
+        return {
+            "x": x.unsqueeze(0),
+            "mask": mask,
+            "speaker": rec.speaker_index,
+            "phones": phones,
+            "label": rec.label_index,
+            "index": u,
+        }

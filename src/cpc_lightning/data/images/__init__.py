@@ -1,0 +1,1 @@
+"""Image corpora: sources (folders, CIFAR batches) -> patch grids -> DataModules."""

@@ -1,0 +1,156 @@
+"""Images -> grids of overlapping patches (CPC v1/v2): cutting, per-patch augmentation, dataset.
+
+The grid is cut with ``Tensor.unfold``; CPC v2 per-patch augmentation (``augment: v2``) is applied
+to all patches of an image at once by ``PatchAugment``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cpc_lightning.data.images.sources import ArraySource, FolderSource
+
+AUGMENT_MODES = ("none", "v2")
+
+
+def grid_size(image_size: int, patch_size: int, stride: int) -> int:
+    """Patches per side, G = (image_size - patch_size) // stride + 1."""
+    if patch_size < 1 or stride < 1 or image_size < patch_size:
+        raise ValueError(
+            f"need image_size >= patch_size >= 1 and stride >= 1, got image_size={image_size}, "
+            f"patch_size={patch_size}, stride={stride}"
+        )
+    return (image_size - patch_size) // stride + 1
+
+
+def cut_grid(img: Tensor, patch_size: int, stride: int) -> Tensor:
+    """Cut (..., C, H, W) into overlapping patches (..., Gh, Gw, C, P, P), row-major.
+
+    ``out[..., i, j, :, :, :] == img[..., :, i*stride : i*stride+P, j*stride : j*stride+P]``.
+    """
+    if img.shape[-1] < patch_size or img.shape[-2] < patch_size:
+        raise ValueError(
+            f"image of size {tuple(img.shape[-2:])} is smaller than patch {patch_size}"
+        )
+    # unfold H then W: (..., C, Gh, Gw, P_h, P_w), then move C behind the grid
+    patches = img.unfold(-2, patch_size, stride).unfold(-2, patch_size, stride)
+    return patches.movedim(-5, -3).contiguous()
+
+
+class PatchAugment:
+    """CPC v2 augmentation of each patch on its own: random crop + horizontal flip + colour drop.
+
+    Works on normalised patches (..., C, P, P) and keeps their shape. The crop (side a random
+    fraction in [min_crop, 1] of P, anywhere inside the patch) and the flip are one affine
+    ``grid_sample`` resampled back to P x P for all patches at once; colour drop keeps one random
+    channel and sets the others to 0 (the dataset mean after normalisation).
+    """
+
+    def __init__(self, min_crop: float = 0.7, flip_p: float = 0.5, colour_drop_p: float = 0.5):
+        if not 0.0 < min_crop <= 1.0:
+            raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
+        self.min_crop = min_crop
+        self.flip_p = flip_p
+        self.colour_drop_p = colour_drop_p
+
+    def __call__(self, patches: Tensor) -> Tensor:
+        """Augment (..., C, P, P) -> (..., C, P, P)."""
+        shape = patches.shape
+        x = patches.reshape(-1, *shape[-3:])
+        n, c = x.shape[:2]
+        scale = torch.empty(n).uniform_(self.min_crop, 1.0)
+        shift = (torch.rand(n, 2) * 2 - 1) * (1 - scale)[:, None]
+        flip = torch.where(torch.rand(n) < self.flip_p, -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = scale * flip
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = shift
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if c > 1 and self.colour_drop_p > 0:
+            keep = F.one_hot(torch.randint(c, (n,)), c).to(x.dtype)
+            drop = torch.rand(n) < self.colour_drop_p
+            keep[~drop] = 1.0
+            x = x * keep[:, :, None, None]
+        return x.reshape(shape)
+
+
+def make_patch_augment(augment: str) -> PatchAugment | None:
+    """``"v2"`` -> ``PatchAugment()``, ``"none"`` -> None."""
+    if augment not in AUGMENT_MODES:
+        raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
+    return PatchAugment() if augment == "v2" else None
+
+
+class PatchGridDataset(Dataset):
+    """One image -> ``{"x": (G, G, C, P, P), "label": int64, "index": int64}``.
+
+    ``transform`` maps a PIL image to a normalised float tensor (C, S, S); ``min_size`` (if set)
+    rejects images whose shorter side is below it with an error naming the file. Unreadable
+    files are skipped with a warning naming them (the next readable sample is returned).
+    """
+
+    def __init__(
+        self,
+        source: FolderSource | ArraySource,
+        transform: Callable[[Image.Image], Tensor],
+        patch_size: int,
+        stride: int,
+        patch_augment: Callable[[Tensor], Tensor] | None = None,
+        min_size: int | None = None,
+        size_hint: str = "",
+    ):
+        self.source = source
+        self.transform = transform
+        self.patch_size = patch_size
+        self.stride = stride
+        self.patch_augment = patch_augment
+        self.min_size = min_size
+        self.size_hint = size_hint
+        self._warned: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _load(self, idx: int) -> tuple[Image.Image, int, int]:
+        n = len(self.source)
+        for step in range(n):
+            j = (idx + step) % n
+            try:
+                img, label = self.source.load(j)
+            except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+                if j not in self._warned:
+                    self._warned.add(j)
+                    warnings.warn(
+                        f"skipping unreadable image {self.source.name(j)} ({err}); "
+                        f"replace or delete the file",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                continue
+            return img, label, j
+        raise RuntimeError(f"no readable image among the {n} of this split")
+
+    def __getitem__(self, idx: int) -> dict[str, Tensor]:
+        img, label, j = self._load(idx)
+        if self.min_size is not None and min(img.size) < self.min_size:
+            w, h = img.size
+            raise ValueError(
+                f"image {self.source.name(j)} is {w}x{h}, smaller than the {self.min_size}x"
+                f"{self.min_size} crop; {self.size_hint}"
+            )
+        x = cut_grid(self.transform(img), self.patch_size, self.stride)
+        if self.patch_augment is not None:
+            x = self.patch_augment(x)
+        return {
+            "x": x,
+            "label": torch.tensor(label, dtype=torch.int64),
+            "index": torch.tensor(j, dtype=torch.int64),
+        }

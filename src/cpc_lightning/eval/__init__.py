@@ -1,0 +1,1 @@
+"""Evaluation: frozen features, baselines, probes, ABX and reports."""

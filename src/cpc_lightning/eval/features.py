@@ -1,0 +1,154 @@
+"""Frozen features for the probes: one feature source (a model or MFCC) over one split.
+
+A model source extracts through :meth:`CPCModule.features` (the one feature path); the MFCC
+source computes 39-d MFCCs on the label-frame grid. Audio utterances of equal length are batched
+(no padding, so every frame is exact); images come from the DataModule's ``feature_loader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
+from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.eval.tasks import Split, task_rows
+
+LABELS = {
+    "cpc": "CPC (trained)",
+    "random_init": "random init (same nets)",
+    "mfcc": "MFCC (39-d)",
+}
+
+
+@dataclass
+class Source:
+    """A feature source: a ``CPCModule`` (trained, or at random init) or None for MFCC."""
+
+    name: str
+    model: Any = None
+    tag: str | None = None  # identifies the weights for the cache (None: do not cache)
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.name, self.name)
+
+
+def device_of(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def length_batches(
+    records: Sequence[Any], load: Callable[[Any], torch.Tensor], batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(indices, (B, L) waveforms)`` grouping utterances of equal length (no padding, exact)."""
+    groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
+    for i, rec in enumerate(records):
+        wav = load(rec).float().reshape(-1)
+        g = groups.setdefault(len(wav), [])
+        g.append((i, wav))
+        if len(g) >= batch_size:
+            yield [j for j, _ in g], torch.stack([w for _, w in g])
+            groups[len(wav)] = []
+    for g in groups.values():
+        if g:
+            yield [j for j, _ in g], torch.stack([w for _, w in g])
+
+
+def select(items: Sequence[Any], cap: int | None, seed: int) -> list[Any]:
+    """A seeded subset of at most ``cap`` items, in their original order (all if no cap)."""
+    if cap is None or len(items) <= cap:
+        return list(items)
+    keep = sorted(np.random.default_rng(seed).permutation(len(items))[:cap].tolist())
+    return [items[i] for i in keep]
+
+
+class _Featurizer:
+    """Context manager: a ``(B, L) -> (B, T, D)`` function for a source, the model in eval mode
+    on the settings' device (its training mode and device restored on exit)."""
+
+    def __init__(self, source: Source, settings: EvalSettings, sample_rate: int) -> None:
+        self.source, self.settings, self.sample_rate = source, settings, sample_rate
+        self.device = device_of(settings.device)
+
+    def __enter__(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        model, s = self.source.model, self.settings
+        autocast = s.precision == "bf16" and self.device.type == "cuda"
+        if model is None:
+            transform = mfcc_transform(self.sample_rate).to(self.device)
+            return lambda w: mfcc_frames(transform, w.to(self.device)).float().cpu()
+        self._state = (model.training, next(model.parameters()).device)
+        model.eval().to(self.device)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                return model.features(x.to(self.device), s.feature, s.layer).float().cpu()
+
+        return run
+
+    def __exit__(self, *exc: object) -> None:
+        if self.source.model is not None:
+            training, device = self._state
+            self.source.model.train(training).to(device)
+
+
+@torch.no_grad()
+def audio_task_features(
+    source: Source,
+    datamodule: Any,
+    split: str,
+    tasks: Sequence[str],
+    settings: EvalSettings,
+    window_frames: int,
+    seed: int = 0,
+) -> dict[str, Split]:
+    """Rows and labels per task for one split of an audio DataModule, from one source."""
+    cap = settings.max_train_items if split == "train" else settings.max_test_items
+    records = select(datamodule.items(split), cap, seed)
+    how = "meanstd" if source.model is None else settings.pool
+    per_record: dict[int, torch.Tensor] = {}
+    with _Featurizer(source, settings, int(datamodule.sample_rate)) as featurize:
+        for idx, wav in length_batches(records, datamodule.load, settings.extract_batch):
+            x = wav if source.model is None else wav.unsqueeze(1)
+            feats = featurize(x)
+            for j, i in enumerate(idx):
+                per_record[i] = feats[j]
+    out: dict[str, Split] = {}
+    for task in tasks:
+        xs, ys = [], []
+        for i, rec in enumerate(records):
+            got = task_rows(task, per_record[i], rec, window_frames, how)
+            if got is not None and len(got[1]):
+                xs.append(got[0])
+                ys.append(got[1])
+        if xs:
+            out[task] = (torch.cat(xs), torch.cat(ys))
+    return out
+
+
+@torch.no_grad()
+def image_class_features(
+    source: Source, datamodule: Any, split: str, settings: EvalSettings
+) -> Split:
+    """Grid-pooled features ``(N, D)`` and class labels of one split of an image DataModule."""
+    if source.model is None:
+        raise ValueError("image runs have no MFCC baseline")
+    cap = settings.max_train_items if split == "train" else settings.max_test_items
+    xs, ys, seen = [], [], 0
+    with _Featurizer(source, settings, 0) as featurize:
+        for batch in datamodule.feature_loader(split, batch_size=max(settings.extract_batch, 1)):
+            f = featurize(batch["x"]).mean((1, 2))  # (B, H, W, D) -> (B, D)
+            xs.append(f)
+            ys.append(batch["label"].long())
+            seen += len(f)
+            if cap is not None and seen >= cap:
+                break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:cap], y[:cap]) if cap is not None else (x, y)

@@ -1,0 +1,159 @@
+"""Audio encoders ``g_enc``: waveform ``(B, 1, L)`` -> frame features ``z`` ``(B, T, D)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: ``encoder.norm`` values of the audio encoder (normalisation over channels, per frame).
+AUDIO_NORMS = ("none", "layer", "batch")
+
+
+class _ShiftAdd(torch.autograd.Function):
+    """``y (B, T+1, 2, O) -> y[:, :-1, 0] + y[:, 1:, 1]`` with a backward that writes each
+    gradient element once (autograd's slice backward zero-fills two full-size buffers)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.shape = y.shape
+        return torch.add(y[:, :-1, 0], y[:, 1:, 1])
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = g.new_empty(ctx.shape)
+        grad[:, :-1, 0] = g
+        grad[:, -1, 0] = 0
+        grad[:, 1:, 1] = g
+        grad[:, 0, 1] = 0
+        return grad
+
+
+class StridedConv(nn.Module):
+    """A Conv1d on channels-last sequences ``(B, L, C_in) -> (B, T, C_out)``.
+
+    Parameters have ``nn.Conv1d``'s shapes. When ``kernel == 2 * stride`` (every layer of the
+    paper's encoder) the input is cut into blocks of ``stride`` frames and the convolution is one
+    GEMM ``(B * blocks, stride * C_in) x (stride * C_in, 2 * C_out)`` plus a shifted add: no
+    im2col copy, and the surrounding LayerNorm/ReLU run on contiguous channels-last memory.
+    Otherwise it falls back to ``F.conv1d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: int):
+        super().__init__()
+        conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, padding=padding)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, c = x.shape
+        k, s, p = self.kernel, self.stride, self.padding
+        t = (length + 2 * p - k) // s + 1
+        if k != 2 * s:
+            y = F.conv1d(x.transpose(1, 2), self.weight, self.bias, stride=s, padding=p)
+            return y.transpose(1, 2)
+        need = s * (t + 1)  # padded samples covered by t windows of 2 blocks
+        x = F.pad(x, (0, 0, p, max(0, need - length - p)))[:, :need]
+        blocks = x.reshape(b, t + 1, s * c)
+        # weight (O, C, 2, s) -> rows (j, c), columns (half, o)
+        w = self.weight.view(self.out_channels, c, 2, s).permute(3, 1, 2, 0).reshape(s * c, -1)
+        y = torch.matmul(blocks, w).view(b, t + 1, 2, self.out_channels)
+        return _ShiftAdd.apply(y) + self.bias
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation over channels of a channels-last ``(B, T, C)`` tensor."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "layer":
+        return nn.LayerNorm(channels)  # per frame: no statistics shared across samples
+    if kind == "batch":
+        return _ChannelsLastBatchNorm(channels)
+    raise ValueError(f"encoder.norm={kind!r} is not one of {AUDIO_NORMS}")
+
+
+class _ChannelsLastBatchNorm(nn.BatchNorm1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class Conv1dEncoder(nn.Module):
+    """The CPC paper's strided Conv1d stack: one ``z`` every ``prod(strides)`` samples.
+
+    Defaults are the paper's: kernels (10, 8, 4, 4, 4), strides (5, 4, 2, 2, 2), 512 channels,
+    ReLU; padding (3, 2, 1, 1, 1) as in the reference code gives exactly ``L // 160`` frames when
+    ``L`` is a multiple of 160. Frame ``t`` is aligned with samples ``[160 t, 160 (t + 1))``.
+    ``standardize`` scales each input sequence to zero mean and unit variance first.
+    """
+
+    modality = "audio"
+
+    def __init__(
+        self,
+        hidden_dim: int = 512,
+        out_dim: int = 512,
+        kernels: Sequence[int] = (10, 8, 4, 4, 4),
+        strides: Sequence[int] = (5, 4, 2, 2, 2),
+        paddings: Sequence[int] = (3, 2, 1, 1, 1),
+        norm: str = "layer",
+        in_channels: int = 1,
+        standardize: bool = True,
+    ) -> None:
+        super().__init__()
+        kernels, strides, paddings = list(kernels), list(strides), list(paddings)
+        if not (len(kernels) == len(strides) == len(paddings)) or not kernels:
+            raise ValueError(
+                f"encoder.kernels/strides/paddings must have the same non-zero length, got "
+                f"{kernels}, {strides}, {paddings}"
+            )
+        if norm not in AUDIO_NORMS:
+            raise ValueError(f"encoder.norm={norm!r} is not one of {AUDIO_NORMS}")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i, (k, s, p) in enumerate(zip(kernels, strides, paddings, strict=True)):
+            out = out_dim if i == len(kernels) - 1 else hidden_dim
+            layers += [StridedConv(channels, out, k, s, p), _norm(norm, out), nn.ReLU()]
+            channels = out
+        self.net = nn.Sequential(*layers)
+        self.kernels, self.strides, self.paddings = kernels, strides, paddings
+        self.out_dim = out_dim
+        self.standardize = standardize
+        self.downsampling = int(torch.tensor(strides).prod())
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples seen by one output frame."""
+        field, jump = 1, 1
+        for k, s in zip(self.kernels, self.strides, strict=True):
+            field += (k - 1) * jump
+            jump *= s
+        return field
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames ``T`` for an input of ``num_samples`` samples."""
+        n = num_samples
+        for k, s, p in zip(self.kernels, self.strides, self.paddings, strict=True):
+            n = (n + 2 * p - k) // s + 1
+        return max(n, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, 1, L)`` or ``(B, L)`` -> ``z`` ``(B, T, D)``."""
+        x = x.transpose(1, 2) if x.dim() == 3 else x.unsqueeze(-1)  # channels-last (B, L, 1)
+        if self.standardize:
+            # Raw speech is quiet (RMS ~0.05): without this the first conv's bias dominates, the
+            # per-frame LayerNorm turns z into a constant and InfoNCE sits at log(N + 1).
+            var, mean = torch.var_mean(x, dim=1, keepdim=True)
+            x = (x - mean) * torch.rsqrt(var + 1e-7)
+        return self.net(x)
+
+
+def frame_mask(mask: torch.Tensor, num_frames: int, downsampling: int) -> torch.Tensor:
+    """Sample mask ``(B, L)`` -> frame mask ``(B, T)``: a frame is valid if all its samples are."""
+    b, length = mask.shape
+    need = num_frames * downsampling
+    if length < need:
+        mask = F.pad(mask, (0, need - length), value=False)
+    return mask[:, :need].reshape(b, num_frames, downsampling).all(-1)

@@ -1,0 +1,235 @@
+"""Patch encoders: a grid of patches (B, G, G, C, P, P) -> one vector per patch (B, G, G, D).
+
+Each patch runs through a ResNet on its own (the grid is folded into the batch), is mean-pooled
+over space, and optionally projected to ``out_dim`` by a linear map. Normalisation defaults to
+per-sample statistics (``norm="layer"``: GroupNorm with one group, i.e. LayerNorm over
+(C, H, W)), because BatchNorm shares statistics across the patches of one image and lets the
+model cheat at CPC (CPC v2). ``norm="batch"`` exists for that ablation only.
+
+``PatchResNet``        pre-activation (ResNet-v2) network with named presets.
+``TorchvisionResNet``  ``torchvision.models.resnet18/34/50`` with swappable norm, never pretrained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+#: ``encoder.norm`` values of the patch encoders.
+PATCH_NORMS = ("layer", "group", "batch")
+
+# preset -> (block, blocks per stage, widths per stage, stem)
+PRESETS: dict[str, tuple[str, tuple[int, ...], tuple[int, ...], str]] = {
+    # CPU-sized: 3x3 stem, one basic block per stage -> 128-d; fine on 8x8 or 64x64 patches
+    "small": ("basic", (1, 1, 1), (32, 64, 128), "small"),
+    # ResNet-v2-50/101 up to the third stage (as CPC v1 with 101), bottlenecks -> 4 * 256 = 1024-d
+    "resnet50": ("bottleneck", (3, 4, 6), (64, 128, 256), "standard"),
+    "resnet101": ("bottleneck", (3, 4, 23), (64, 128, 256), "standard"),
+}
+
+
+def norm_layer(kind: str) -> Callable[[int], nn.Module]:
+    """Factory ``channels -> norm module`` for ``kind`` in ``layer|group|batch``.
+
+    ``layer``: GroupNorm(1, C) (per-sample LayerNorm over C, H, W); ``group``: GroupNorm with
+    up to 32 groups (the largest divisor of C not above 32); ``batch``: BatchNorm2d (leaks
+    statistics across samples; for ablations).
+    """
+    if kind == "layer":
+        return lambda c: nn.GroupNorm(1, c)
+    if kind == "group":
+        return lambda c: nn.GroupNorm(max(g for g in range(1, 33) if c % g == 0), c)
+    if kind == "batch":
+        return nn.BatchNorm2d
+    raise ValueError(f"encoder.norm must be one of {PATCH_NORMS}, got {kind!r}")
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class PreActBasicBlock(nn.Module):
+    """ResNet-v2 basic block: x + conv(act(norm(conv(act(norm(x))))))."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int, norm: Callable[[int], nn.Module]):
+        super().__init__()
+        cout = width * self.expansion
+        self.norm1 = norm(cin)
+        self.conv1 = _conv3x3(cin, width, stride)
+        self.norm2 = norm(width)
+        self.conv2 = _conv3x3(width, cout)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = (
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.norm1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(self.act(self.norm2(out)))
+        return out + skip
+
+
+class PreActBottleneck(nn.Module):
+    """ResNet-v2 bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4), each after norm + ReLU."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int, norm: Callable[[int], nn.Module]):
+        super().__init__()
+        cout = width * self.expansion
+        self.norm1 = norm(cin)
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.norm2 = norm(width)
+        self.conv2 = _conv3x3(width, width, stride)
+        self.norm3 = norm(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = (
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.norm1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(self.act(self.norm2(out)))
+        out = self.conv3(self.act(self.norm3(out)))
+        return out + skip
+
+
+def _apply_per_patch(net: nn.Module, x: Tensor) -> Tensor:
+    """Run ``net`` ((N, C, P, P) -> (N, D)) on patches (..., C, P, P) -> (..., D)."""
+    if x.dim() < 4:
+        raise ValueError(f"expected patches (..., C, P, P), e.g. (B, G, G, C, P, P); got {x.shape}")
+    lead = x.shape[:-3]
+    out = net(x.reshape(-1, *x.shape[-3:]))
+    return out.reshape(*lead, out.shape[-1])
+
+
+def _projection(features: int, out_dim: int | None) -> tuple[nn.Module, int]:
+    if out_dim is None or out_dim == features:
+        return nn.Identity(), features
+    return nn.Linear(features, out_dim), out_dim
+
+
+class PatchResNet(nn.Module):
+    """Pre-activation ResNet over patches: (B, G, G, C, P, P) -> z (B, G, G, out_dim).
+
+    ``preset`` (``small|resnet50|resnet101``, see ``PRESETS``) sets block type, blocks and
+    widths per stage, and stem; ``blocks``/``widths``/``bottleneck``/``stem`` override it.
+    ``stem="small"`` is a 3x3 stride-1 conv (tiny patches), ``"standard"`` a 7x7 stride-2 conv
+    + 3x3 max-pool. Stages after the first halve the resolution. The last stage is followed by
+    norm + ReLU and a spatial mean; a linear map to ``out_dim`` is added when ``out_dim`` is set
+    and differs from the feature width (``feature_dim``). Any leading dims are accepted:
+    (..., C, P, P) -> (..., D).
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        preset: str = "small",
+        in_channels: int = 3,
+        norm: str = "layer",
+        out_dim: int | None = None,
+        blocks: Sequence[int] | None = None,
+        widths: Sequence[int] | None = None,
+        bottleneck: bool | None = None,
+        stem: str | None = None,
+    ):
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        p_block, p_blocks, p_widths, p_stem = PRESETS[preset]
+        blocks = tuple(int(b) for b in (blocks if blocks is not None else p_blocks))
+        widths = tuple(int(w) for w in (widths if widths is not None else p_widths))
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(f"blocks {blocks} and widths {widths} must be non-empty, same length")
+        use_bottleneck = (p_block == "bottleneck") if bottleneck is None else bool(bottleneck)
+        stem = stem or p_stem
+        make_norm = norm_layer(norm)
+        block_cls = PreActBottleneck if use_bottleneck else PreActBasicBlock
+
+        if stem == "small":
+            layers: list[nn.Module] = [_conv3x3(in_channels, widths[0])]
+        elif stem == "standard":
+            layers = [
+                nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            ]
+        else:
+            raise ValueError(f"stem must be 'small' or 'standard', got {stem!r}")
+        cin = widths[0]
+        for stage, (n, width) in enumerate(zip(blocks, widths, strict=True)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(block_cls(cin, width, stride, make_norm))
+                cin = width * block_cls.expansion
+        layers += [make_norm(cin), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = cin
+        self.proj, self.out_dim = _projection(cin, out_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _per_patch(self, x: Tensor) -> Tensor:
+        return self.proj(self.body(x).mean(dim=(-2, -1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, G, G, C, P, P) -> (B, G, G, out_dim)."""
+        return _apply_per_patch(self._per_patch, x)
+
+
+class TorchvisionResNet(nn.Module):
+    """``torchvision.models.<arch>`` (resnet18/34/50) over patches, random init, no download.
+
+    (B, G, G, C, P, P) -> (B, G, G, out_dim). ``norm`` replaces BatchNorm through torchvision's
+    ``norm_layer``; ``small_input`` swaps the stem for a 3x3 stride-1 conv without max-pool;
+    the classifier is removed and the final feature map mean-pooled (512-d for resnet18/34,
+    2048-d for resnet50), then projected to ``out_dim`` if that differs.
+    """
+
+    ARCHS = ("resnet18", "resnet34", "resnet50")
+    modality = "image"
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        in_channels: int = 3,
+        norm: str = "layer",
+        small_input: bool = True,
+        out_dim: int | None = None,
+    ):
+        super().__init__()
+        import torchvision.models as tvm
+
+        if arch not in self.ARCHS:
+            raise ValueError(f"arch must be one of {self.ARCHS}, got {arch!r}")
+        net = getattr(tvm, arch)(weights=None, norm_layer=norm_layer(norm))
+        if small_input:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.feature_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+        self.proj, self.out_dim = _projection(self.feature_dim, out_dim)
+
+    def _per_patch(self, x: Tensor) -> Tensor:
+        return self.proj(self.net(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, G, G, C, P, P) -> (B, G, G, out_dim)."""
+        return _apply_per_patch(self._per_patch, x)

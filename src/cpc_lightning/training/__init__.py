@@ -1,0 +1,1 @@
+"""Training plumbing around the model: checkpoints, logs, loggers, sweep summaries."""

@@ -1,0 +1,37 @@
+"""``cpc_lightning.extract``: one feature file per input file, with the recorded frame rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from helpers import compose_entry, make_run
+
+from cpc_lightning.model.encoders.audio import Conv1dEncoder
+
+
+@pytest.mark.parametrize("fmt", ["npy", "pt"])
+def test_extract_writes_one_file_per_input(tmp_path: Path, fmt: str) -> None:
+    from cpc_lightning.extract import extract
+
+    run = make_run(tmp_path)
+    out = tmp_path / "feats"
+    cfg = compose_entry("extract", [f"run_dir={run}", f"out={out}", f"format={fmt}"])
+    summary = extract(cfg)
+    meta = json.loads((out / "features.json").read_text())
+    assert meta["frame_rate_hz"] == 100.0 and meta["hop_samples"] == 160
+    assert meta["feature"] == "c" and meta["dim"] == 16 and meta["format"] == fmt
+    audio = sorted(p for p in Path(summary["data_root"]).rglob("*.flac"))
+    written = sorted(out.rglob(f"*.{fmt}"))
+    assert len(written) == len(audio) == meta["num_files"] > 0
+    for src in audio:
+        rel = src.relative_to(summary["data_root"]).with_suffix(f".{fmt}")
+        dest = out / rel
+        assert dest.is_file(), rel
+        feats = np.load(dest) if fmt == "npy" else torch.load(dest).numpy()
+        length = sf.info(str(src)).frames
+        assert feats.shape == (Conv1dEncoder().num_frames(length), 16)  # ~L / 160 frames

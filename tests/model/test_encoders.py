@@ -1,0 +1,42 @@
+"""Audio encoder: shapes, downsampling, receptive field, normalisation options."""
+
+import pytest
+import torch
+
+from cpc_lightning.model.encoders.audio import Conv1dEncoder, frame_mask
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_paper_shapes(norm):
+    enc = Conv1dEncoder(hidden_dim=32, out_dim=24, norm=norm)
+    z = enc(torch.randn(2, 1, 20480))
+    assert z.shape == (2, 128, 24)
+    assert enc.downsampling == 160 and enc.out_dim == 24
+    assert enc.num_frames(20480) == 128
+    assert enc.receptive_field == 465
+
+
+def test_num_frames_matches_forward_for_odd_lengths():
+    enc = Conv1dEncoder(hidden_dim=8, out_dim=8)
+    for length in (465, 1000, 16003, 20480 + 77):
+        assert enc(torch.randn(1, 1, length)).shape[1] == enc.num_frames(length)
+
+
+def test_layer_norm_has_no_cross_sample_statistics():
+    enc = Conv1dEncoder(hidden_dim=16, out_dim=16, norm="layer").train()
+    x = torch.randn(3, 1, 3200)
+    alone = enc(x[:1])
+    together = enc(torch.cat([x[:1], 100 * x[1:]]))
+    torch.testing.assert_close(alone, together[:1])
+
+
+def test_bad_norm_names_the_value():
+    with pytest.raises(ValueError, match="encoder.norm='group'"):
+        Conv1dEncoder(norm="group")
+
+
+def test_frame_mask():
+    mask = torch.ones(2, 800, dtype=torch.bool)
+    mask[1, 500:] = False
+    fm = frame_mask(mask, 5, 160)
+    assert fm.tolist() == [[True] * 5, [True, True, True, False, False]]

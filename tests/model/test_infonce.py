@@ -1,0 +1,117 @@
+"""InfoNCE against a slow, obviously-correct float64 reference, and its gradients."""
+
+import math
+
+import pytest
+import torch
+
+from cpc_lightning.model.infonce import info_nce
+
+
+def reference_info_nce(pred, cand, pos_idx, neg_idx, weight, temperature=1.0):
+    """Loops over steps and anchors; float64; gathers vectors and scores them one by one."""
+    pred, cand = pred.double(), cand.double()
+    k_steps, m, _ = pred.shape
+    losses, accs = [], []
+    for k in range(k_steps):
+        total, correct, count = 0.0, 0.0, 0.0
+        for a in range(m):
+            if not weight[k, a]:
+                continue
+            row = neg_idx[0 if neg_idx.shape[0] == 1 else k, a]
+            logits = [torch.dot(pred[k, a], cand[pos_idx[k, a]]) / temperature]
+            logits += [torch.dot(pred[k, a], cand[j]) / temperature for j in row]
+            logits = torch.stack(logits)
+            total = total - torch.log_softmax(logits, 0)[0]
+            rivals = [logits[1 + i] for i, j in enumerate(row) if j != pos_idx[k, a]]
+            correct += float(all(logits[0] > r for r in rivals))
+            count += 1
+        losses.append(total / max(count, 1))
+        accs.append(correct / max(count, 1))
+    return torch.stack(losses), torch.tensor(accs, dtype=torch.float64)
+
+
+def make_case(seed, k=3, m=20, d=8, nc=30, n=5, shared=False):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(k, m, d, generator=g, dtype=torch.float64, requires_grad=True)
+    cand = torch.randn(nc, d, generator=g, dtype=torch.float64, requires_grad=True)
+    pos = torch.randint(0, nc, (k, m), generator=g)
+    neg = torch.randint(0, nc, (1 if shared else k, m, n), generator=g)
+    weight = torch.rand(k, m, generator=g) > 0.2
+    return pred, cand, pos, neg, weight
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+def test_matches_reference(shared, temperature):
+    pred, cand, pos, neg, weight = make_case(0, shared=shared)
+    out = info_nce(pred.float(), cand.float(), pos, neg, weight, temperature)
+    ref_loss, ref_acc = reference_info_nce(pred, cand, pos, neg, weight, temperature)
+    torch.testing.assert_close(out.loss_k.double(), ref_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.acc_k.double(), ref_acc)
+    torch.testing.assert_close(out.loss.double(), ref_loss.mean(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.mi_k.double(), math.log(neg.shape[-1] + 1) - ref_loss, atol=1e-5, rtol=1e-5
+    )
+    assert out.num_anchors.tolist() == weight.sum(1).float().tolist()
+
+
+def test_float64_path_to_1e6_and_gradients():
+    """Scores are computed in float32 by design; with float32-exact inputs the result matches
+    the float64 reference to 1e-6, and the gradients match the reference's autograd ones."""
+    pred, cand, pos, neg, weight = make_case(1)
+    # Inputs on a coarse grid are exact in float32, so float32 and float64 scores agree.
+    pred = (pred.detach() * 8).round().div(8).requires_grad_()
+    cand = (cand.detach() * 8).round().div(8).requires_grad_()
+    out = info_nce(pred, cand, pos, neg, weight)
+    ref_loss, _ = reference_info_nce(pred, cand, pos, neg, weight)
+    assert abs(out.loss.item() - ref_loss.mean().item()) < 1e-6
+    g_fast = torch.autograd.grad(out.loss, (pred, cand))
+    g_ref = torch.autograd.grad(ref_loss.mean(), (pred, cand))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=1e-6, rtol=1e-5)
+
+
+def test_gradcheck_in_float64():
+    pred, cand, pos, neg, weight = make_case(2, k=2, m=6, d=4, nc=9, n=3)
+    assert torch.autograd.gradcheck(
+        lambda p, c: info_nce(p, c, pos, neg, weight).loss, (pred, cand)
+    )
+
+
+def test_float64_inputs_match_reference_to_1e6():
+    pred, cand, pos, neg, weight = make_case(4, shared=True)
+    out = info_nce(pred, cand, pos, neg, weight)
+    ref_loss, ref_acc = reference_info_nce(pred, cand, pos, neg, weight)
+    torch.testing.assert_close(out.loss_k, ref_loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.acc_k.double(), ref_acc)
+
+
+def test_perfect_predictor_has_full_accuracy_and_mi_near_bound():
+    d, m = 16, 10
+    cand = torch.eye(d)[:m] * 20
+    pred = (torch.eye(d)[:m] * 20)[None]
+    pos = torch.arange(m)[None]
+    neg = torch.stack([torch.tensor([j for j in range(m) if j != a][:5]) for a in range(m)])[None]
+    out = info_nce(pred, cand, pos, neg)
+    assert out.acc_k.item() == 1.0
+    assert out.mi_k.item() == pytest.approx(math.log(6), abs=1e-3)
+
+
+def test_ties_are_not_successes():
+    cand = torch.ones(6, 4)
+    pred = torch.ones(1, 3, 4)
+    out = info_nce(
+        pred, cand, torch.zeros(1, 3, dtype=torch.long), torch.tensor([[[1, 2], [0, 3], [4, 5]]])
+    )
+    assert out.acc_k.item() == 0.0
+
+
+def test_logits_float32_under_bf16_autocast():
+    pred, cand, pos, neg, weight = make_case(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = info_nce(pred.float(), cand.float(), pos, neg, weight)
+        ref = info_nce(pred.float(), cand.float(), pos, neg, weight)
+    assert out.loss.dtype == torch.float32
+    exact = info_nce(pred.float(), cand.float(), pos, neg, weight)
+    torch.testing.assert_close(ref.loss, exact.loss)

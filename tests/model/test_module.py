@@ -1,0 +1,165 @@
+"""CPCModule: loss wiring, padding, image directions, a real optimisation signal."""
+
+import pytest
+import torch
+from torch import nn
+
+from cpc_lightning.model.context.sequence import GRUContext
+from cpc_lightning.model.encoders.audio import Conv1dEncoder
+from cpc_lightning.model.heads import PredictionHeads
+from cpc_lightning.model.layout import grid_to_columns, rotate_grid
+from cpc_lightning.model.module import CPCModule
+from cpc_lightning.model.negatives import NegativeSampler
+
+STEP = {"down": (1, 0), "up": (-1, 0), "left": (0, -1), "right": (0, 1)}
+
+
+def audio_module(k=3, mode="batch", n=8):
+    enc = Conv1dEncoder(hidden_dim=16, out_dim=16)
+    return CPCModule(
+        enc,
+        GRUContext(16, 8),
+        PredictionHeads(8, 16, k),
+        NegativeSampler(mode, n),
+        prediction_steps=k,
+    )
+
+
+@pytest.mark.parametrize("direction", sorted(STEP))
+def test_direction_rotation_maps_to_the_right_targets(direction):
+    h, w = 4, 5
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    grid = torch.stack([rows, cols], -1)[None].float()  # (1, H, W, 2): original coordinates
+    seq = grid_to_columns(rotate_grid(grid, direction))  # the loss's column sequences
+    # In every column sequence, step t+1 is the original patch one step in `direction`.
+    delta = seq[:, 1:] - seq[:, :-1]
+    assert (delta == torch.tensor(STEP[direction]).float()).all()
+
+
+def test_loss_shapes_and_metrics_keys():
+    m = audio_module()
+    batch = {"x": torch.randn(4, 1, 3200), "mask": torch.ones(4, 3200, dtype=torch.bool)}
+    out = m.compute_loss(batch)
+    assert out.loss_k.shape == (3,) and out.loss.ndim == 0
+    assert torch.isfinite(out.loss)
+    assert out.num_anchors.tolist() == [4 * (20 - 3)] * 3
+
+
+def test_padding_removes_anchors_and_positives():
+    m = audio_module(k=2)
+    mask = torch.ones(2, 3200, dtype=torch.bool)
+    mask[1, 1600:] = False  # sequence 1: 10 of 20 frames valid
+    out = m.compute_loss({"x": torch.randn(2, 1, 3200), "mask": mask})
+    # seq 0: 18 anchors per k; seq 1: anchors t with t + k < 10 -> 10 - k
+    assert out.num_anchors.tolist() == [18 + 9, 18 + 8]
+
+
+def test_too_short_window_is_a_clear_error():
+    m = audio_module(k=12)
+    with pytest.raises(ValueError, match="data.window"):
+        m.compute_loss({"x": torch.randn(2, 1, 1600)})
+
+
+class GridEncoder(nn.Module):
+    """Flattens each patch: (B, G, G, C, P, P) -> (B, G, G, C*P*P)."""
+
+    modality = "image"
+
+    def __init__(self, d):
+        super().__init__()
+        self.out_dim = d
+
+    def forward(self, x):
+        return x.flatten(3)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_images_four_directions_with_a_sequence_context(share):
+    dirs = ["down", "up", "left", "right"]
+    enc = GridEncoder(12)
+    heads = PredictionHeads(6, 12, 2, num_sets=1 if share else 4)
+    m = CPCModule(
+        enc,
+        GRUContext(12, 6),
+        heads,
+        NegativeSampler("batch", 5),
+        prediction_steps=2,
+        step_offset=1,
+        directions=dirs,
+    )
+    x = torch.randn(2, 5, 5, 3, 2, 2)
+    out = m.compute_loss({"x": x})
+    assert m.steps == [2, 3]
+    # per direction: B * W columns, each with H - 3 anchors
+    assert out.num_anchors.tolist() == [2 * 5 * 2] * 2
+    out.loss.backward()
+    assert all(p.grad is not None for p in heads.parameters())
+
+
+def test_a_few_adam_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    m = audio_module(k=2, n=16)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    t = torch.arange(3200) / 16000
+    x = torch.stack([torch.sin(2 * torch.pi * f * t) for f in (200, 300, 450, 700)])[:, None]
+    batch = {"x": x, "mask": torch.ones(4, 3200, dtype=torch.bool)}
+    first = m.compute_loss(batch).loss.item()
+    for _ in range(30):
+        loss = m.compute_loss(batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first - 0.5
+
+
+def test_features_is_the_one_feature_path():
+    """``features``: z, c and any context layer, in the modality's layout."""
+    torch.manual_seed(0)
+    enc = Conv1dEncoder(hidden_dim=16, out_dim=16)
+    m = CPCModule(
+        enc,
+        GRUContext(16, 8, num_layers=2),
+        PredictionHeads(8, 16, 2),
+        NegativeSampler(),
+        None,
+        prediction_steps=2,
+    ).eval()
+    x = torch.randn(2, 1, 3200)
+    with torch.no_grad():
+        z, c = m(x)
+        assert torch.equal(m.features(x, "z"), z) and torch.equal(m.features(x), c)
+        torch.testing.assert_close(m.features(x, "c", layer=-1), c)
+        assert m.features(x, "c", layer=0).shape == (2, 20, 8)
+    with pytest.raises(ValueError, match="layer=2 is out of range"):
+        m.features(x, "c", layer=2)
+    with pytest.raises(ValueError, match="feature='q'"):
+        m.features(x, "q")
+
+
+@pytest.mark.parametrize("grid_context", [True, False])
+def test_image_features_are_grids(grid_context):
+    from cpc_lightning.model.context.grid import MaskedConvContext
+
+    ctx = MaskedConvContext(12, 6, num_layers=1) if grid_context else GRUContext(12, 6)
+    m = CPCModule(
+        GridEncoder(12), ctx, PredictionHeads(6, 12, 2), NegativeSampler(), None, prediction_steps=2
+    ).eval()
+    x = torch.randn(2, 5, 5, 3, 2, 2)
+    with torch.no_grad():
+        c = m.features(x)
+        assert c.shape == (2, 5, 5, 6)
+        # the "down" context of column j is the context run over column j's sequence
+        if not grid_context:
+            col = ctx(m.features(x, "z")[:, :, 1])
+            torch.testing.assert_close(c[:, :, 1], col)
+
+
+def test_an_encoder_without_a_declared_modality_is_refused():
+    with pytest.raises(ValueError, match="must declare modality"):
+        CPCModule(
+            nn.Linear(2, 2),
+            GRUContext(2, 2),
+            PredictionHeads(2, 2, 1),
+            NegativeSampler(),
+            prediction_steps=1,
+        )
