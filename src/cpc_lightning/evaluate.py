@@ -1,9 +1,12 @@
-"""``python -m cpc_lightning.evaluate run_dir=<dir> task=phones|speakers|classes``.
+"""``python -m cpc_lightning.evaluate run_dir=<dir> task=phones|speakers|classes|abx|...``.
 
 Rebuilds a trained model from its run dir (saved config + checkpoint), freezes it, extracts
-features and trains a linear probe on them, beside baselines under the same probe and split:
-the same architecture at random init and, for audio, MFCCs. Writes ``<run_dir>/eval/<task>.json``
-and prints a Markdown table. Returns the trained model's test accuracy (for sweepers).
+features and trains a linear probe on them (``phones``, ``speakers``, ``classes``), or scores ABX
+phone discrimination (``abx``) or CTC phone recognition (``phone_recognition``), beside baselines
+under the same protocol: the same architecture at random init and, for audio, MFCCs. Writes
+``<run_dir>/eval/<task>.json`` and prints a Markdown table. ``features=<extract dir>
+items=<file>`` scores the ABX of features written by ``extract`` (no run needed). Returns the
+trained model's headline figure (for sweepers).
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from cpc_lightning.errors import UserError, exit_with, user_errors
 from cpc_lightning.eval.probes import baseline_names, comparison_sources
 from cpc_lightning.eval.report import evaluate_sources, write_report
 from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.eval.speech_tasks import (
+    abx_settings,
+    ctc_settings,
+    run_abx,
+    run_phone_recognition,
+    score_feature_dir,
+)
 from cpc_lightning.runs import Run, data_config, open_data, open_run, weights_tag
 from cpc_lightning.training import wandb as wandb_setup
 
@@ -63,19 +73,48 @@ def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any
     }
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Probe the run's frozen features (and baselines) on ``cfg.task``; return the report."""
-    task = str(cfg.task)
-    if task not in TASKS:
-        raise UserError(f"task={task} is not one of {', '.join(TASKS)}")
-    run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
-    datamodule = open_data(cfg, run.config)
+def _check_task(task: str, datamodule: Any) -> None:
     if task not in datamodule.tasks:
         raise UserError(
             f"task={task}: {type(datamodule).__name__} has no labels for it (available: "
             f"{', '.join(datamodule.tasks) or 'none'}); classes need data.pattern with a "
-            "(?P<label>...) group, speakers a (?P<speaker>...) group, phones frame labels"
+            "(?P<label>...) group, speakers a (?P<speaker>...) group, phones, abx and "
+            "phone_recognition frame labels or phone sequences (e.g. data=timit)"
         )
+
+
+def _run_task(
+    cfg: DictConfig,
+    sources: list[Any],
+    datamodule: Any,
+    settings: EvalSettings,
+    data_cfg: dict,
+    out: Path,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    task = str(cfg.task)
+    if task == "abx":
+        return run_abx(sources, datamodule, settings, abx_settings(cfg), cfg.get("items"), meta)
+    if task == "phone_recognition":
+        return run_phone_recognition(sources, datamodule, settings, ctc_settings(cfg), meta)
+    reports = evaluate_sources(sources, datamodule, [task], settings, data_cfg, out, meta)
+    if task not in reports:
+        raise UserError(f"task={task}: no labelled rows in both the training and held-out splits")
+    return reports[task]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate the run's frozen features (and baselines) on ``cfg.task``; return the report."""
+    task = str(cfg.task)
+    if task not in TASKS:
+        raise UserError(f"task={task} is not one of {', '.join(TASKS)}")
+    if cfg.get("features"):
+        with user_errors("evaluation"):
+            report = score_feature_dir(cfg)
+        return _finish(cfg, report, None)
+    run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
+    datamodule = open_data(cfg, run.config)
+    _check_task(task, datamodule)
     settings = settings_of(cfg)
     seed = int(
         cfg.random_init_seed if cfg.random_init_seed is not None else run.config.get("seed", 0)
@@ -93,26 +132,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("evaluating %s (global step %s) on task=%s", run.checkpoint, run.global_step, task)
     start = time.perf_counter()
     with user_errors("evaluation"):
-        reports = evaluate_sources(
-            sources,
-            datamodule,
-            [task],
-            settings,
-            data_cfg,
-            out,
-            _meta(run, datamodule, data_cfg, seed),
-        )
-    if task not in reports:
-        raise UserError(f"task={task}: no labelled rows in both the training and held-out splits")
-    report = reports[task]
+        meta = _meta(run, datamodule, data_cfg, seed)
+        report = _run_task(cfg, sources, datamodule, settings, data_cfg, out, meta)
     report["wall_seconds"] = time.perf_counter() - start
+    report["feature"], report["layer"] = settings.feature, settings.layer
+    return _finish(cfg, report, run, out)
+
+
+def _finish(cfg: DictConfig, report: dict[str, Any], run: Run | None, out: Path | None = None):
+    """Write ``<out>/<task>.json``, print the table, log to W&B when the run used it."""
+    task = report["task"]
+    if out is None:
+        out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else Path(report["out_dir"])
     path = write_report(out, task, report)
-    step = f", step {run.global_step}" if run.global_step is not None else ""
-    print(f"\nLinear probe, task={task}, feature={settings.feature}{step} (held-out accuracy):\n")
+    step = f", step {run.global_step}" if run is not None and run.global_step is not None else ""
+    print(f"\ntask={task}, feature={report.get('feature')}{step} (held-out split):\n")
     print(report["table"])
     print(f"\nreport: {path}")
-    wandb_setup.log_report(run.config, report, out, str(cfg.wandb))
+    if run is not None:
+        wandb_setup.log_report(run.config, report, out, str(cfg.wandb))
     return report
+
+
+def headline(report: dict[str, Any]) -> float:
+    """The trained model's main figure (for sweepers): accuracy, ABX within error, or PER."""
+    cpc = report["sources"]["cpc"]
+    for key in ("accuracy", "within", "per"):
+        if cpc.get(key) is not None:
+            return float(cpc[key])
+    return float("nan")
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
@@ -122,7 +170,7 @@ def main(cfg: DictConfig) -> float:
         report = evaluate(cfg)
     except UserError as exc:
         exit_with("cpc_lightning.evaluate", exc)
-    return float(report["sources"]["cpc"]["accuracy"])
+    return headline(report)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ DATASETS = {
     "/path/to/fsdd": "fsdd",
     "/path/to/speech_commands": "speech_commands_subset",
     "/path/to/cifar10": "cifar10_subset",
+    "/path/to/timit": "timit_sample",
 }
 
 
@@ -67,6 +68,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "<dir>/checkpoints/step0000400.ckpt": str(run / "checkpoints" / "last.ckpt"),
             "<dir>": str(run),
             "<folder>": str(root / "features"),
+            "<item file>": str(root / "test.item"),
             "<partition>": "gpu",
             "cache": str(cache),
             "root": str(root),

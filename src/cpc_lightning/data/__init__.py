@@ -27,8 +27,10 @@ from typing import Any, Protocol, runtime_checkable
 #: Label value for "unknown" (PyTorch's cross-entropy ``ignore_index``).
 IGNORE_INDEX = -100
 MODALITIES = ("audio", "image")
-#: Probe tasks a DataModule may have labels for.
-TASKS = ("phones", "speakers", "classes")
+#: Evaluation tasks a DataModule may have labels for: linear probes (``phones`` per frame,
+#: ``speakers`` per window, ``classes`` per item), ``abx`` (phone discrimination, needs time-aligned
+#: phones) and ``phone_recognition`` (CTC, needs phone sequences).
+TASKS = ("phones", "speakers", "classes", "abx", "phone_recognition")
 SPLITS = ("train", "test")
 
 
@@ -73,9 +75,10 @@ class DataModule(Protocol):
 
 
 def tasks_with_labels(
-    num_phones: int, speakers: Sequence[str], classes: Sequence[str]
+    num_phones: int, speakers: Sequence[str], classes: Sequence[str], sequences: bool = False
 ) -> list[str]:
-    """Probe tasks that have at least two classes (or any frame labels, for phones)."""
+    """Tasks with labels: frame phones (also ABX and phone recognition), at least two speakers
+    or classes, phone sequences (phone recognition)."""
     out = []
     if num_phones > 0:
         out.append("phones")
@@ -83,6 +86,10 @@ def tasks_with_labels(
         out.append("speakers")
     if len(classes) > 1:
         out.append("classes")
+    if num_phones > 0:
+        out.append("abx")
+    if num_phones > 0 or sequences:
+        out.append("phone_recognition")
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cpc_lightning.data.audio.frames import HOP_SECONDS, LABEL_HOP
 from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.eval.tasks import Split, task_rows
@@ -99,7 +100,33 @@ class _Featurizer:
             self.source.model.train(training).to(device)
 
 
+def frame_rate(source: Source, sample_rate: int) -> float:
+    """Feature frames per second of a source (MFCC frames are 10 ms label frames)."""
+    if source.model is None:
+        return 1.0 / HOP_SECONDS
+    return sample_rate / int(getattr(source.model.encoder, "downsampling", LABEL_HOP))
+
+
 @torch.no_grad()
+def utterance_features(
+    source: Source, datamodule: Any, records: Sequence[Any], settings: EvalSettings
+) -> list[torch.Tensor]:
+    """Frame features ``(T_i, D)`` of each record (in order), from one source (CPU, float32)."""
+    out: list[torch.Tensor | None] = [None] * len(records)
+    with _Featurizer(source, settings, int(datamodule.sample_rate)) as featurize:
+        for idx, wav in length_batches(records, datamodule.load, settings.extract_batch):
+            feats = featurize(wav if source.model is None else wav.unsqueeze(1))
+            for j, i in enumerate(idx):
+                out[i] = feats[j]
+    return out  # type: ignore[return-value]
+
+
+def split_records(datamodule: Any, split: str, settings: EvalSettings, seed: int) -> list[Any]:
+    """The records of ``split``, capped by ``max_train_items`` / ``max_test_items`` (seeded)."""
+    cap = settings.max_train_items if split == "train" else settings.max_test_items
+    return select(datamodule.items(split), cap, seed)
+
+
 def audio_task_features(
     source: Source,
     datamodule: Any,
@@ -110,21 +137,14 @@ def audio_task_features(
     seed: int = 0,
 ) -> dict[str, Split]:
     """Rows and labels per task for one split of an audio DataModule, from one source."""
-    cap = settings.max_train_items if split == "train" else settings.max_test_items
-    records = select(datamodule.items(split), cap, seed)
+    records = split_records(datamodule, split, settings, seed)
     how = "meanstd" if source.model is None else settings.pool
-    per_record: dict[int, torch.Tensor] = {}
-    with _Featurizer(source, settings, int(datamodule.sample_rate)) as featurize:
-        for idx, wav in length_batches(records, datamodule.load, settings.extract_batch):
-            x = wav if source.model is None else wav.unsqueeze(1)
-            feats = featurize(x)
-            for j, i in enumerate(idx):
-                per_record[i] = feats[j]
+    feats = utterance_features(source, datamodule, records, settings)
     out: dict[str, Split] = {}
     for task in tasks:
         xs, ys = [], []
-        for i, rec in enumerate(records):
-            got = task_rows(task, per_record[i], rec, window_frames, how)
+        for rec, f in zip(records, feats, strict=True):
+            got = task_rows(task, f, rec, window_frames, how)
             if got is not None and len(got[1]):
                 xs.append(got[0])
                 ys.append(got[1])

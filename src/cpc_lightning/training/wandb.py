@@ -128,5 +128,12 @@ def log_report(run_cfg: DictConfig, report: dict[str, Any], out: Path, requested
 
 
 def report_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """``<source>_acc`` per feature source of an evaluation report."""
-    return {f"{name}_acc": src["accuracy"] for name, src in report["sources"].items()}
+    """``<source>_<figure>`` per feature source of an evaluation report (accuracy, ABX
+    within/across error, PER)."""
+    names = {"accuracy": "acc", "within": "abx_within", "across": "abx_across", "per": "per"}
+    return {
+        f"{name}_{short}": float(src[key])
+        for name, src in report["sources"].items()
+        for key, short in names.items()
+        if src.get(key) is not None
+    }

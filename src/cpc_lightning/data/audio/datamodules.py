@@ -161,6 +161,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.reader.cache_full = sum(r.num_samples for r in records) * 4 <= self.reader.budget
         self._index_labels(records)
         self._records = {s: [r for r in records if r.split == s] for s in ("train", "test")}
+        self._records["excluded"] = [r for r in records if r.split == "excluded"]
         windows = self._window_records(manifest)
         self.train_set = WindowDataset(
             windows["train"],
@@ -198,9 +199,9 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _window_records(self, manifest: Manifest) -> dict[str, list[Utterance]]:
         """Records to cut training/validation windows from (short ones padded or skipped)."""
-        short = {k: [r for r in v if r.num_samples < self.window] for k, v in self._records.items()}
-        n_short = sum(len(v) for v in short.values())
-        windows = {k: list(v) for k, v in self._records.items()}
+        kept = {k: self._records[k] for k in ("train", "test")}
+        n_short = sum(r.num_samples < self.window for v in kept.values() for r in v)
+        windows = {k: list(v) for k, v in kept.items()}
         if self.short == "skip" and n_short:
             windows = {
                 k: [r for r in v if r.num_samples >= self.window] for k, v in windows.items()
@@ -214,6 +215,7 @@ class AudioDataModule(pl.LightningDataModule):
             "utterances": len(manifest.records),
             "train": len(self._records["train"]),
             "test": len(self._records["test"]),
+            "excluded_from_split": len(self._records["excluded"]),
             "corrupt": len(manifest.corrupt),
             "label_ids_without_audio": len(manifest.label_ids_without_audio),
             "unmatched": manifest.unmatched,
@@ -231,8 +233,11 @@ class AudioDataModule(pl.LightningDataModule):
     # --- evaluation API ---------------------------------------------------------------------
     @property
     def tasks(self) -> list[str]:
-        """Probe tasks this corpus has labels for."""
-        return tasks_with_labels(self.num_phones, self.speakers, self.classes)
+        """Evaluation tasks this corpus has labels for (frame phones also give ``abx`` and
+        ``phone_recognition``; phone sequences alone give ``phone_recognition``)."""
+        records = [r for v in self._records.values() for r in v]
+        sequences = any(r.phone_seq is not None for r in records)
+        return tasks_with_labels(self.num_phones, self.speakers, self.classes, sequences)
 
     def items(self, split: str) -> list[Utterance]:
         """Utterance records of ``split`` (``train`` or ``test``, the held-out split)."""

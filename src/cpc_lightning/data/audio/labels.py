@@ -79,8 +79,9 @@ class SplitRule:
     ``test_pattern`` (regex on the path relative to root), ``test_speakers`` (listed speakers),
     ``num_test_speakers`` (a seeded choice of speakers), ``test_ids`` / ``train_ids`` (id lists,
     e.g. CPC's split files), else a seeded ``test_fraction`` of the utterances. The speaker rules
-    are speaker-disjoint; ``keep_together`` (regex on the uid, e.g. TIMIT's ``sa`` sentences)
-    moves every matching utterance to the training side.
+    are speaker-disjoint; ``keep_together`` (regex on the uid, e.g. TIMIT's ``sa`` sentences,
+    read by every speaker) keeps matching texts on the training side only: the held-out
+    utterances that match are excluded from both splits (so test speakers stay unseen).
     """
 
     test_pattern: str | None = None
@@ -103,8 +104,9 @@ class SplitRule:
             "keep_together": self.keep_together,
         }
 
-    def held_out(self, records: Sequence[Utterance], root: Path) -> set[str]:
-        """Uids of the held-out utterances (some, never all, when a rule selects them)."""
+    def held_out(self, records: Sequence[Utterance], root: Path) -> tuple[set[str], set[str]]:
+        """``(test uids, excluded uids)``: the held-out utterances (some, never all, when a
+        pattern or speaker rule selects them) and those of them ``keep_together`` drops."""
         uids = [r.uid for r in records]
         if self.test_pattern:
             rx = compile_pattern(self.test_pattern, "data.test_pattern")
@@ -112,23 +114,27 @@ class SplitRule:
             held = {r.uid for r in records if rx.search(r.rel)}
             what = f"data.test_pattern {self.test_pattern!r}"
         elif self.test_speakers or self.num_test_speakers:
-            held = {r.uid for r in records if r.speaker in self._test_speakers(records)}
+            speakers = self._test_speakers(records)
+            held = {r.uid for r in records if r.speaker in speakers}
             what = "the test speakers"
-        elif self.test_ids is not None:
-            return self.test_ids & set(uids)
-        elif self.train_ids is not None:
-            return set(uids) - self.train_ids
         else:
-            return _ratio_split(uids, self.test_fraction, self.seed)
-        if self.keep_together:
-            together = re.compile(self.keep_together)
-            held = {u for u in held if not together.search(u)}
-        if not held or len(held) == len(records):
+            if self.test_ids is not None:
+                held = self.test_ids & set(uids)
+            elif self.train_ids is not None:
+                held = set(uids) - self.train_ids
+            else:
+                held = _ratio_split(uids, self.test_fraction, self.seed)
+            what = ""
+        if what and (not held or len(held) == len(records)):
             raise ValueError(
                 f"{what} matches {len(held)} of {len(records)} files under {root}; it must "
                 "select some but not all (the held-out split)"
             )
-        return held
+        if not self.keep_together:
+            return held, set()
+        together = re.compile(self.keep_together)
+        excluded = {u for u in held if together.search(u)}
+        return held - excluded, excluded
 
     def _test_speakers(self, records: Sequence[Utterance]) -> set[str]:
         speakers = sorted({r.speaker for r in records if r.speaker is not None})

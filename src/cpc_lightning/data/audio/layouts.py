@@ -43,10 +43,10 @@ _LIBRI_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)\.flac$")
 
 
 def apply_split(records: list[Utterance], rule: SplitRule, root: Path) -> None:
-    """Mark ``records`` as ``train`` or ``test`` by ``rule``."""
-    held = rule.held_out(records, root)
+    """Mark ``records`` as ``train``, ``test`` or ``excluded`` by ``rule``."""
+    held, excluded = rule.held_out(records, root)
     for r in records:
-        r.split = "test" if r.uid in held else "train"
+        r.split = "test" if r.uid in held else "excluded" if r.uid in excluded else "train"
 
 
 def _side_file(root: Path, given: str | None, default_name: str) -> Path | None:

@@ -43,7 +43,9 @@ class Utterance:
 
     ``path`` is ``<root>/<rel>`` as given (symlinks inside the root are not resolved), ``rel``
     the path relative to the root (posix). ``phones``: frame labels on the 10 ms grid;
-    ``meta``: other per-utterance labels of a layout (e.g. sex, dialect region).
+    ``phone_seq``: the utterance's phone ids in order (phone recognition); ``segments``:
+    ``(onset s, offset s, phone name)`` tokens (ABX); ``meta``: other per-utterance labels of a
+    layout (e.g. sex, dialect region). ``split``: ``train``, ``test`` or ``excluded``.
     """
 
     uid: str
@@ -62,11 +64,14 @@ class Utterance:
     stamp: str = ""  # "mtime_ns:size" of the file when indexed
     rel: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+    phone_seq: list[int] | None = field(default=None, repr=False)
+    segments: list[tuple[float, float, str]] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        """Serialisable form without the phone array (``phones_present`` says whether it exists)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("phones", "stamp")}
-        out["phones_present"] = self.phones is not None
+        """Serialisable form without the label arrays (``*_present`` says which exist)."""
+        heavy = ("phones", "phone_seq", "segments")
+        out = {k: v for k, v in asdict(self).items() if k not in (*heavy, "stamp")}
+        out.update({f"{k}_present": getattr(self, k) is not None for k in heavy})
         return out
 
 

@@ -1,0 +1,168 @@
+"""Phone recognition on frozen features (SUPERB's "PR" task): a CTC head, greedy decoding, and the
+phone error rate (edit distance over the reference phone count, torchaudio's).
+
+The head is linear by default (a per-frame softmax over phones + blank, as SUPERB); ``bilstm``
+(two bidirectional LSTM layers, then linear) is reported as NOT linear. Features are standardised
+with the training statistics; targets are each utterance's phone sequence (``phone_seq``, or its
+frame labels with repeats merged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+HEADS = ("linear", "bilstm")
+
+
+def phone_sequence(record: Any) -> list[int] | None:
+    """The utterance's phone ids: ``phone_seq``, else its frame labels with repeats merged."""
+    if getattr(record, "phone_seq", None):
+        return list(record.phone_seq)
+    frames = getattr(record, "phones", None)
+    if frames is None:
+        return None
+    out: list[int] = []
+    for p in np.asarray(frames).tolist():
+        if p >= 0 and (not out or out[-1] != p):
+            out.append(int(p))
+    return out or None
+
+
+class CTCHead(nn.Module):
+    """Frames ``(B, T, D)`` -> log-probabilities ``(B, T, num_phones + 1)``; blank is last."""
+
+    def __init__(self, dim: int, num_phones: int, head: str = "linear", hidden: int = 256) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"phone_recognition.head={head!r} is not one of {HEADS}")
+        self.rnn = (
+            nn.LSTM(dim, hidden, num_layers=2, batch_first=True, bidirectional=True)
+            if head == "bilstm"
+            else None
+        )
+        self.out = nn.Linear(2 * hidden if self.rnn is not None else dim, num_phones + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rnn is not None:
+            x = self.rnn(x)[0]
+        return self.out(x).log_softmax(-1)
+
+
+def greedy_decode(log_probs: torch.Tensor, length: int, blank: int) -> list[int]:
+    """Best path of ``(T, C)`` log-probabilities: argmax, merge repeats, drop blanks."""
+    best = log_probs[:length].argmax(-1).tolist()
+    out, prev = [], None
+    for p in best:
+        if p != prev and p != blank:
+            out.append(p)
+        prev = p
+    return out
+
+
+def phone_error_rate(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> float:
+    """Total edit distance over the total reference length, in %."""
+    errors = sum(AF.edit_distance(list(r), list(h)) for h, r in zip(hyps, refs, strict=True))
+    return 100.0 * errors / max(1, sum(len(r) for r in refs))
+
+
+@dataclass
+class CTCSettings:
+    """How the head is trained (``phone_recognition.*`` of the evaluate config)."""
+
+    head: str = "linear"
+    hidden: int = 256
+    epochs: int = 40
+    min_steps: int = 1000
+    lr: float = 1e-2
+    batch_size: int = 16
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def linear(self) -> bool:
+        return self.head == "linear"
+
+
+def _batch(feats: Sequence[torch.Tensor], seqs: Sequence[Sequence[int]], idx: Sequence[int]):
+    x = nn.utils.rnn.pad_sequence([feats[i] for i in idx], batch_first=True)
+    lengths = torch.tensor([len(feats[i]) for i in idx])
+    targets = torch.cat([torch.tensor(seqs[i], dtype=torch.long) for i in idx])
+    target_lengths = torch.tensor([len(seqs[i]) for i in idx])
+    return x, lengths, targets, target_lengths
+
+
+def train_ctc(
+    feats: Sequence[torch.Tensor],
+    seqs: Sequence[Sequence[int]],
+    num_phones: int,
+    s: CTCSettings,
+    seed: int,
+) -> CTCHead:
+    """Fit a CTC head on (standardised) utterance features ``(T_i, D)`` and phone sequences."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = CTCHead(feats[0].shape[1], num_phones, s.head, s.hidden)
+    opt = torch.optim.Adam(head.parameters(), lr=s.lr)
+    per_epoch = max(1, math.ceil(len(feats) / s.batch_size))
+    epochs = max(s.epochs, math.ceil(s.min_steps / per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
+    ctc = nn.CTCLoss(blank=num_phones, zero_infinity=True)
+    for _ in range(epochs):
+        order = torch.randperm(len(feats), generator=gen).tolist()
+        for i in range(0, len(order), s.batch_size):
+            x, lengths, targets, target_lengths = _batch(feats, seqs, order[i : i + s.batch_size])
+            log_probs = head(x).transpose(0, 1)  # (T, B, C)
+            loss = ctc(log_probs, targets, lengths, target_lengths)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return head.eval()
+
+
+@torch.no_grad()
+def decode_all(head: CTCHead, feats: Sequence[torch.Tensor], num_phones: int) -> list[list[int]]:
+    """Greedy transcripts of every utterance."""
+    return [greedy_decode(head(f[None])[0], len(f), num_phones) for f in feats]
+
+
+def standardise(
+    train: Sequence[torch.Tensor], test: Sequence[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Both splits scaled by the training frames' mean and std."""
+    frames = torch.cat(list(train))
+    mean, std = frames.mean(0), frames.std(0).clamp_min(1e-6)
+    return [(f - mean) / std for f in train], [(f - mean) / std for f in test]
+
+
+def phone_recognition(
+    train: tuple[Sequence[torch.Tensor], Sequence[Sequence[int]]],
+    test: tuple[Sequence[torch.Tensor], Sequence[Sequence[int]]],
+    num_phones: int,
+    s: CTCSettings,
+) -> dict[str, Any]:
+    """PER (%) on ``test`` of heads trained on ``train`` (one per seed): mean, std, per seed."""
+    xtr, xte = standardise(train[0], test[0])
+    pers, train_pers = [], []
+    for seed in s.seeds:
+        head = train_ctc(xtr, train[1], num_phones, s, seed)
+        pers.append(phone_error_rate(decode_all(head, xte, num_phones), test[1]))
+        train_pers.append(phone_error_rate(decode_all(head, xtr, num_phones), train[1]))
+    return {
+        "per": float(np.mean(pers)),
+        "per_std": float(np.std(pers)),
+        "pers": pers,
+        "train_per": float(np.mean(train_pers)),
+        "seeds": list(s.seeds),
+        "num_train_utterances": len(xtr),
+        "num_test_utterances": len(xte),
+        "num_test_phones": int(sum(len(r) for r in test[1])),
+        "dim": int(xtr[0].shape[1]),
+    }

@@ -1,0 +1,227 @@
+"""The speech yardsticks beside the linear probes: ABX phone discrimination and CTC phone
+recognition, run for every feature source (trained model, random init, MFCC) on the same items.
+
+ABX tokens come from the held-out split: time-aligned segments (``record.segments``, e.g. TIMIT)
+or runs of frame labels (CPC label files, the synthetic corpus), or from a given item file.
+Phone recognition trains a CTC head on the training split's phone sequences and scores the
+held-out speakers. Reports go to ``<out_dir>/<task>.json`` like the probes'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from cpc_lightning.eval.abx import (
+    ItemSet,
+    abx,
+    items_from_frame_labels,
+    items_from_segments,
+    read_items,
+)
+from cpc_lightning.eval.ctc import CTCSettings, phone_recognition, phone_sequence
+from cpc_lightning.eval.features import Source, frame_rate, split_records, utterance_features
+from cpc_lightning.eval.settings import EvalSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ABXSettings:
+    """``abx.*`` of the evaluate config."""
+
+    modes: list[str] = field(default_factory=lambda: ["within", "across"])
+    max_size_group: int | None = 10
+    max_x_across: int | None = 5
+    exclude_central: list[str] = field(default_factory=lambda: ["sil", "SIL"])
+    mapping: str = "libri-light"
+    seed: int = 0
+
+
+def items_for(records: Sequence[Any], phone_names: Sequence[str], s: ABXSettings) -> ItemSet:
+    """ABX items of ``records`` (their ``segments``, else their frame labels, at 100 Hz):
+    triphone tokens whose central phone is not in ``s.exclude_central`` (those stay contexts)."""
+    speakers = {r.uid: r.speaker for r in records}
+    segmented = {r.uid: r.segments for r in records if r.segments}
+    if segmented:
+        items = items_from_segments(segmented, speakers)
+    else:
+        labels = {r.uid: r.phones for r in records if r.phones is not None}
+        names = list(phone_names) or None
+        items = items_from_frame_labels(labels, speakers, 100.0, names)
+    excluded = set(s.exclude_central)
+    return items.select(i for i, p in enumerate(items.phone) if p not in excluded)
+
+
+def _table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], note: str) -> str:
+    lines = ["| features | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for label, row in rows.items():
+        cells = [
+            "-" if row.get(c) is None or math.isnan(row[c]) else f"{row[c]:.1f} %" for c in columns
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{note}"
+
+
+def _features_by_uid(
+    source: Source, datamodule: Any, records: Sequence[Any], settings: EvalSettings
+) -> dict[str, Any]:
+    feats = utterance_features(source, datamodule, records, settings)
+    return {r.uid: f for r, f in zip(records, feats, strict=True)}
+
+
+def run_abx(
+    sources: Sequence[Source],
+    datamodule: Any,
+    settings: EvalSettings,
+    s: ABXSettings,
+    items_file: str | Path | None,
+    meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """ABX within/across (%) of every source on the held-out split's tokens."""
+    records = split_records(datamodule, "test", settings, s.seed)
+    items = read_items(items_file) if items_file else items_for(records, datamodule.phone_names, s)
+    if not len(items):
+        raise ValueError("task=abx: no phone tokens in triphone context in the held-out split")
+    wanted = set(items.file)
+    records = [r for r in records if r.uid in wanted]
+    report: dict[str, Any] = {"task": "abx", **meta, "abx": asdict(s), "sources": {}}
+    report["items"] = {"file": str(items_file) if items_file else None, "tokens": len(items)}
+    rows = {}
+    for src in sources:
+        t0 = time.perf_counter()
+        feats = _features_by_uid(src, datamodule, records, settings)
+        rate = frame_rate(src, int(datamodule.sample_rate))
+        result = abx(
+            feats, items, rate, s.modes, s.max_size_group, s.max_x_across, s.seed, mapping=s.mapping
+        )
+        entry = {"label": src.label, "frame_rate_hz": rate, **result.to_dict()}
+        entry["seconds"] = time.perf_counter() - t0
+        report["sources"][src.name] = entry
+        rows[src.label] = {"within": result.within, "across": result.across}
+    report["table"] = _table(
+        rows, ["within", "across"], "ABX error (lower is better; chance 50 %), held-out speakers"
+    )
+    return report
+
+
+def sequences_of(records: Sequence[Any]) -> tuple[list[Any], list[list[int]]]:
+    """Records that have a phone sequence, and those sequences."""
+    kept = [(r, phone_sequence(r)) for r in records]
+    kept = [(r, q) for r, q in kept if q]
+    return [r for r, _ in kept], [q for _, q in kept]
+
+
+def run_phone_recognition(
+    sources: Sequence[Source],
+    datamodule: Any,
+    settings: EvalSettings,
+    s: CTCSettings,
+    meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """PER (%) of a CTC head per source: trained on ``train``, scored on ``test``."""
+    train, train_seqs = sequences_of(split_records(datamodule, "train", settings, s.seeds[0]))
+    test, test_seqs = sequences_of(split_records(datamodule, "test", settings, s.seeds[0]))
+    if not train or not test:
+        raise ValueError("task=phone_recognition: both splits need utterances with phone sequences")
+    num_phones = max(len(datamodule.phone_names), datamodule.num_phones)
+    num_phones = max(num_phones, 1 + max(max(q) for q in train_seqs + test_seqs))
+    kind = "linear CTC head" if s.linear else f"{s.head} CTC head ({s.hidden} units, NOT linear)"
+    report: dict[str, Any] = {"task": "phone_recognition", **meta, "ctc": asdict(s)}
+    report.update({"head": kind, "linear": s.linear, "sources": {}})
+    rows = {}
+    for src in sources:
+        t0 = time.perf_counter()
+        xtr = utterance_features(src, datamodule, train, settings)
+        xte = utterance_features(src, datamodule, test, settings)
+        result = phone_recognition((xtr, train_seqs), (xte, test_seqs), num_phones, s)
+        entry = {"label": src.label, **result, "seconds": time.perf_counter() - t0}
+        report["sources"][src.name] = entry
+        rows[src.label] = {"PER": result["per"]}
+    report["table"] = _table(
+        rows, ["PER"], f"phone error rate (lower is better), {kind}, held-out speakers"
+    )
+    log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report["sources"].items()})
+    return report
+
+
+def abx_settings(cfg: Any) -> ABXSettings:
+    """``abx.*`` of an entry config."""
+    node = OmegaConf.to_container(cfg.abx, resolve=True) if cfg.get("abx") else {}
+    return ABXSettings(**node)  # type: ignore[arg-type]
+
+
+def ctc_settings(cfg: Any) -> CTCSettings:
+    """``phone_recognition.*`` of an entry config, with the probe seeds."""
+    node = OmegaConf.to_container(cfg.phone_recognition, resolve=True)
+    seeds = cfg.probe.seeds
+    node["seeds"] = [int(seeds)] if isinstance(seeds, int) else [int(x) for x in seeds]
+    return CTCSettings(**node)  # type: ignore[arg-type]
+
+
+def _load_feature_file(path: Path) -> torch.Tensor:
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path)).float()
+    return torch.load(path, map_location="cpu", weights_only=True).float()
+
+
+def score_feature_dir(cfg: Any) -> dict[str, Any]:
+    """``task=abx features=<dir> items=<file>``: ABX of the files an ``extract`` run wrote
+    (frame rate from its ``features.json``; file ids = paths without suffix)."""
+    if str(cfg.task) != "abx":
+        raise ValueError(f"features=<dir> scores task=abx only, not task={cfg.task}")
+    root = Path(str(cfg.features)).expanduser().resolve()
+    meta_file = root / "features.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"features={root}: no features.json there (write it with python -m "
+            "cpc_lightning.extract run_dir=<run> out=<dir>)"
+        )
+    if not cfg.get("items"):
+        raise ValueError("features=<dir> needs items=<item file> (#file onset offset ...)")
+    meta = json.loads(meta_file.read_text())
+    feats = {str(Path(f).with_suffix("")): root / f for f in meta["files"]}
+    items = read_items(cfg["items"])
+    missing = sorted(set(items.file) - set(feats))
+    if len(missing) == len(set(items.file)):
+        raise ValueError(
+            f"items={cfg['items']}: none of its files ({missing[:3]} ...) is in {root}; "
+            "item file ids must be the feature paths without suffix"
+        )
+    s = abx_settings(cfg)
+    loaded = {f: _load_feature_file(feats[f]) for f in set(items.file) if f in feats}
+    result = abx(
+        loaded,
+        items,
+        float(meta["frame_rate_hz"]),
+        s.modes,
+        s.max_size_group,
+        s.max_x_across,
+        s.seed,
+        mapping=s.mapping,
+    )
+    label = f"{meta.get('feature', '?')} features of {meta['model'].get('run_dir', root)}"
+    return {
+        "task": "abx",
+        "features": str(root),
+        "feature": meta.get("feature"),
+        "out_dir": str(root / "eval"),
+        "abx": asdict(s),
+        "items": {"file": str(cfg["items"]), "tokens": len(items), "files_missing": missing},
+        "sources": {"cpc": {"label": label, **result.to_dict()}},
+        "table": _table(
+            {label: {"within": result.within, "across": result.across}},
+            ["within", "across"],
+            "ABX error (lower is better; chance 50 %)",
+        ),
+    }

@@ -1,0 +1,135 @@
+"""``evaluate task=abx|phone_recognition`` on a run, beside the baselines, and ABX of an extract
+output directory (``features=<dir> items=<file>``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from helpers import compose_entry, make_run
+from helpers.corpora import nltk_tree
+
+from cpc_lightning.eval.abx import read_items, write_items
+from cpc_lightning.eval.speech_tasks import ABXSettings, items_for
+
+
+@pytest.fixture(scope="module")
+def timit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("speech")
+    return make_run(root), nltk_tree(root / "timit", n=8000, minimal_pairs=True)
+
+
+def _evaluate(run: Path, tree: Path, tmp: Path, *extra: str):
+    from cpc_lightning.evaluate import evaluate
+
+    cfg = compose_entry(
+        "evaluate",
+        [
+            f"run_dir={run}",
+            "data=timit",
+            f"data.root={tree}",
+            "data.num_test_speakers=2",
+            f"data.cache_dir={tmp / 'cache'}",
+            "data.window=3200",
+            f"out_dir={tmp / 'eval'}",
+            *extra,
+        ],
+    )
+    return evaluate(cfg)
+
+
+def test_items_keep_silence_as_context_but_never_as_the_phone():
+    recs = [
+        SimpleNamespace(
+            uid="u1",
+            speaker="s1",
+            phones=None,
+            segments=[(0.0, 0.1, "sil"), (0.1, 0.2, "t"), (0.2, 0.3, "iy"), (0.3, 0.4, "sil")],
+        )
+    ]
+    items = items_for(recs, [], ABXSettings())
+    assert list(zip(items.prev, items.phone, items.next, strict=True)) == [
+        ("sil", "t", "iy"),
+        ("t", "iy", "sil"),
+    ]
+
+
+def test_abx_task_reports_every_source(timit_run, tmp_path):
+    run, tree = timit_run
+    report = _evaluate(run, tree, tmp_path, "task=abx", "abx.max_size_group=null")
+    saved = json.loads((tmp_path / "eval" / "abx.json").read_text())
+    assert set(saved["sources"]) == {"cpc", "random_init", "mfcc"}
+    for src in saved["sources"].values():
+        assert 0 <= src["within"] <= 100 and 0 <= src["across"] <= 100
+        assert src["num_triples"]["across"] > 0 and src["frame_rate_hz"] == 100.0
+        assert src["per_pair"]["within"]  # per ordered phone pair
+    assert report["items"]["tokens"] > 10 and "within" in report["table"]
+
+
+def test_phone_recognition_task_reports_per(timit_run, tmp_path):
+    run, tree = timit_run
+    report = _evaluate(
+        run, tree, tmp_path, "task=phone_recognition", "phone_recognition.min_steps=20"
+    )
+    assert report["linear"] and set(report["sources"]) == {"cpc", "random_init", "mfcc"}
+    for src in report["sources"].values():
+        assert src["per"] >= 0 and src["num_test_phones"] > 0
+        assert src["num_train_utterances"] == 6  # 2 speakers x 3 sentences
+        assert src["num_test_utterances"] == 4  # 2 speakers x 2: their sa1 is excluded
+    assert "PER" in report["table"]
+
+
+def test_abx_of_an_extract_output_dir(timit_run, tmp_path):
+    from cpc_lightning.evaluate import evaluate
+    from cpc_lightning.extract import extract
+
+    run, tree = timit_run
+    feats = tmp_path / "feats"
+    extract(
+        compose_entry(
+            "extract",
+            [
+                f"run_dir={run}",
+                f"out={feats}",
+                "data=timit",
+                f"data.root={tree}",
+                "data.num_test_speakers=2",
+                f"data.cache_dir={tmp_path / 'cache'}",
+            ],
+        )
+    )
+    scored = _evaluate(run, tree, tmp_path, "task=abx")
+    items = tmp_path / "test.item"
+    # the items of the run's own evaluation, written in Libri-light's format and read back
+    write_items(_items_of(scored, tree, tmp_path), items)
+    assert len(read_items(items)) == scored["items"]["tokens"]
+    cfg = compose_entry("evaluate", ["task=abx", f"features={feats}", f"items={items}"])
+    report = evaluate(cfg)
+    assert (feats / "eval" / "abx.json").is_file()
+    # same features, same items: the same ABX as the run's own evaluation of its c features
+    assert report["sources"]["cpc"]["within"] == pytest.approx(scored["sources"]["cpc"]["within"])
+    assert report["sources"]["cpc"]["across"] == pytest.approx(scored["sources"]["cpc"]["across"])
+
+
+def _items_of(report, tree: Path, tmp_path: Path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = compose_entry("evaluate", ["data=timit", f"data.root={tree}", "data.num_test_speakers=2"])
+    data = OmegaConf.to_container(cfg.data, resolve=False)
+    data["cache_dir"] = str(tmp_path / "cache")
+    dm = instantiate(OmegaConf.merge(cfg, {"data": data}).data)
+    dm.setup()
+    return items_for(dm.items("test"), dm.phone_names, ABXSettings(**report["abx"]))
+
+
+def test_features_mode_refuses_what_it_cannot_score(tmp_path):
+    from cpc_lightning.errors import UserError
+    from cpc_lightning.evaluate import evaluate
+
+    with pytest.raises((UserError, FileNotFoundError), match="no features.json"):
+        evaluate(compose_entry("evaluate", ["task=abx", f"features={tmp_path}", "items=x"]))
+    with pytest.raises((UserError, ValueError), match="scores task=abx only"):
+        evaluate(compose_entry("evaluate", ["task=phones", f"features={tmp_path}"]))
