@@ -34,7 +34,14 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
             f"data.root={SHARED_DATA / 'fsdd'}",
             r"data.pattern='(?P<label>\d)_(?P<speaker>[a-z]+)_\d+\.wav'",
         ]
-    if option in ("fsdd", "speech_commands", "cifar10_patches", "timit", "speechocean762"):
+    if option in (
+        "fsdd",
+        "speech_commands",
+        "cifar10_patches",
+        "timit",
+        "speechocean762",
+        "speech_mix",
+    ):
         return [f"data_dir={SHARED_DATA}"]
     if option == "imagenet_patches":
         return [

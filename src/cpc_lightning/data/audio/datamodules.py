@@ -137,7 +137,11 @@ class AudioDataModule(pl.LightningDataModule):
         """How the corpus under ``root`` is laid out and labelled."""
         raise NotImplementedError
 
+    def prepare_corpus(self) -> None:
+        """Make the corpus exist under ``root`` (generated corpora write it here)."""
+
     def _build_manifest(self, write: bool) -> Manifest:
+        self.prepare_corpus()
         assert self.root is not None
         return build_manifest(self.layout(), self.root, self.sample_rate, self.cache_dir, write)
 
@@ -376,19 +380,11 @@ class SyntheticSpeechDataModule(LibriSpeechDataModule):
         super().__init__(root=cache, cache_dir=cache, **kwargs)
         self._corpus_root: Path | None = None
 
-    def _ensure(self) -> Path:
+    def prepare_corpus(self) -> None:
+        """Generate the corpus under ``cache_dir`` once (then only its root is looked up)."""
         if self._corpus_root is None:
             from cpc_lightning.data.audio.synthetic import ensure_synthetic_corpus
 
             params = {"seed": self.seed, **self.synthetic, "sample_rate": self.sample_rate}
             self._corpus_root = Path(ensure_synthetic_corpus(self.cache_dir, **params))
             self.root = self._corpus_root
-        return self._corpus_root
-
-    def prepare_data(self) -> None:
-        self._ensure()
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        self._ensure()
-        super().setup(stage)
