@@ -47,7 +47,7 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
     raise AssertionError(f"no overrides known for data={option}: add them to data_overrides")
 
 
-GROUPS = ["encoder", "context", "negatives", "model"]
+GROUPS = ["encoder", "context", "negatives", "model", "heads"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -167,7 +167,11 @@ DOCUMENTED = [
     "negatives/batch.yaml",
     "probe/linear.yaml",
     "paths/default.yaml",
-    *[f"{g}/{o}.yaml" for g in ("encoder", "context", "model", "callbacks") for o in options(g)],
+    *[
+        f"{g}/{o}.yaml"
+        for g in ("encoder", "context", "model", "heads", "callbacks")
+        for o in options(g)
+    ],
 ]
 SELF_EXPLANATORY = ("_target_", "_partial_", "_self_", "defaults")
 
