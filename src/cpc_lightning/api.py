@@ -52,6 +52,7 @@ class FeatureExtractor(nn.Module):
         self.source = source
         signature = inspect.signature(model.encoder.forward).parameters
         self._pads_exactly = "lengths" in signature
+        self.eval()
 
     def train(self, mode: bool = True) -> FeatureExtractor:
         """Stays in eval mode: a feature extractor is frozen (no dropout, fixed statistics)."""

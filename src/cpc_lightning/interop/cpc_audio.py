@@ -100,11 +100,13 @@ class Plan:
 
 def _load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # objects beyond tensors and containers (older torch.save)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"checkpoint={path} cannot be read by torch.load ({err})") from err
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # objects beyond tensors and containers (older saves)
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"checkpoint={path} cannot be read by torch.load ({first})") from err
 
 
 def _latest_checkpoint(folder: Path) -> tuple[Path, int]:

@@ -22,6 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cpc_lightning.build import build_model
 from cpc_lightning.errors import UserError, user_errors
@@ -29,6 +30,7 @@ from cpc_lightning.interop.cpc_audio import CPCAudioCheckpoint, plan, read_check
 from cpc_lightning.interop.cpc_audio_tensors import map_optimizer, map_state
 from cpc_lightning.model.module import CPCModule
 from cpc_lightning.runs import RESOLVED_CONFIG
+from cpc_lightning.training.loggers import build_callbacks
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: Where a converted run dir records its source (``result.json`` too, until training rewrites it).
@@ -112,7 +114,18 @@ def convert_cpc_audio(
     return Converted(cfg, model.eval(), ckpt, opt_state, composed, [*p.notes, why])
 
 
-def lightning_checkpoint(converted: Converted) -> dict[str, Any]:
+def _checkpoint_callbacks(cfg: DictConfig, last: Path) -> dict[str, Any]:
+    """The state of the run's checkpoint callbacks, owning ``last`` (so that a resumed run
+    replaces it instead of writing ``last-v1.ckpt`` beside it)."""
+    states = {}
+    for callback in build_callbacks(cfg):
+        if isinstance(callback, ModelCheckpoint):
+            callback.last_model_path = str(last)
+            states[callback.state_key] = callback.state_dict()
+    return states
+
+
+def lightning_checkpoint(converted: Converted, last: Path) -> dict[str, Any]:
     """``last.ckpt`` at step 0: weights, the mapped optimizer state (or none), no loop state."""
     return {
         "state_dict": converted.model.state_dict(),
@@ -121,6 +134,7 @@ def lightning_checkpoint(converted: Converted) -> dict[str, Any]:
         "pytorch-lightning_version": pl.__version__,
         "optimizer_states": [converted.optimizer_state] if converted.optimizer_state else [],
         "lr_schedulers": [],
+        "callbacks": _checkpoint_callbacks(converted.config, last),
         "converted_from": converted.provenance(),
     }
 
@@ -144,7 +158,8 @@ def write_run_dir(converted: Converted, out: Path) -> Path:
         (tmp / RESOLVED_CONFIG).write_text(text)
         (tmp / ".hydra" / "config.yaml").write_text(text)
         (tmp / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(converted.overrides))
-        torch.save(lightning_checkpoint(converted), tmp / "checkpoints" / "last.ckpt")
+        last = out / "checkpoints" / "last.ckpt"  # where it will be
+        torch.save(lightning_checkpoint(converted, last), tmp / "checkpoints" / "last.ckpt")
         provenance = converted.provenance()
         result = {"converted_from": provenance, "global_step": 0, "metrics": {}}
         (tmp / "result.json").write_text(json.dumps(result, indent=2))
