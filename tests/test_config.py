@@ -158,6 +158,7 @@ DOCUMENTED = [
     "train.yaml",
     "evaluate.yaml",
     "extract.yaml",
+    "convert.yaml",
     "data/base/audio.yaml",
     "data/librispeech.yaml",
     "data/audio_folder.yaml",
