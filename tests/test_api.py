@@ -79,6 +79,8 @@ def test_other_sample_rates_are_resampled(run_dir: Path) -> None:
     assert out["z"].shape[1] == 100  # 1 s
     with pytest.raises(ValueError, match="lengths="):
         model.features([w8k], lengths=[8000])
+    with pytest.raises(ValueError, match=r"waveform 0 has shape \(8000, 2\): give mono"):
+        model.features([torch.stack([w8k, w8k], 1)])
     with pytest.raises(UserError, match="does not exist"):
         cpc_lightning.load(run_dir / "missing")
 

@@ -76,7 +76,13 @@ class FeatureExtractor(nn.Module):
         else:
             if lengths is not None:
                 raise ValueError("lengths= goes with a padded (B, L) batch, not a list")
-            items = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in waveforms]
+            items = [torch.as_tensor(w, dtype=torch.float32) for w in waveforms]
+            for i, w in enumerate(items):
+                if w.dim() != 1:
+                    raise ValueError(
+                        f"waveform {i} has shape {tuple(w.shape)}: give mono 1-D waveforms "
+                        "(mix channels first, e.g. wav.mean(1) for soundfile's (L, C))"
+                    )
         if not items:
             raise ValueError("no waveforms given")
         return [resample(w, int(rate), self.sample_rate) for w in items]

@@ -8,7 +8,8 @@ Takes plain modules, so it is testable without Hydra. Shapes at the boundaries:
   column sequences, and the loss sees column sequences ``(B * W, H, D)``.
 
 The modality comes from the encoder's ``modality`` attribute, never from tensor ranks.
-:meth:`CPCModule.features` is the one frozen-feature path (probes, ABX, extract, the API).
+:meth:`CPCModule.features` and :meth:`CPCModule.all_features` are the frozen-feature paths
+(probes, ABX, extract, the API).
 """
 
 from __future__ import annotations
