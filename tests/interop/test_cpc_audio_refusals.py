@@ -67,9 +67,12 @@ def test_unmappable_heads_convert_with_fresh_heads_when_asked(tmp_path: Path) ->
 
 
 def test_transformer_heads_need_equal_widths(tmp_path: Path) -> None:
-    args = ref.make_args(hiddenGar=24)
-    hub = ref.write_hub(tmp_path / "hub.pt", args, ref.model_state(args))
-    refused(hub, r"hiddenGar=24 differs from hiddenEncoder=32")
+    run = train_run(tmp_path, hiddenGar=24, rnnMode=None)
+    refused(run, r"hiddenGar=24 differs from hiddenEncoder=32", new_heads="transformer")
+    args = ref.make_args(hiddenGar=24)  # a hub file stores no heads: fresh linear ones, noted
+    converted = convert_cpc_audio(ref.write_hub(tmp_path / "hub.pt", args, ref.model_state(args)))
+    assert converted.config.heads._target_.endswith("PredictionHeads")
+    assert any("rnnMode='transformer' is not built here: linear" in n for n in converted.notes)
 
 
 def test_a_concatenated_multi_model_checkpoint_is_refused(tmp_path: Path) -> None:

@@ -214,23 +214,36 @@ def _encoder_and_context(ckpt: CPCAudioCheckpoint) -> list[str]:
     ]
 
 
-def _heads_kind(ckpt: CPCAudioCheckpoint, new_heads: str | None) -> str:
+def _fresh_heads(ckpt: CPCAudioCheckpoint) -> tuple[str, str]:
+    """Heads for a checkpoint that stores none (a hub file): its kind when buildable, else
+    linear (nothing is lost: there are no weights to map)."""
+    a, mode = ckpt.args, ckpt.args["rnnMode"]
+    kind = RNN_MODES.get(mode, "linear") if not a["supervised"] else "linear"
+    if kind == "transformer" and int(a["hiddenGar"]) != int(a["hiddenEncoder"]):
+        kind = "linear"
+    if kind != RNN_MODES.get(mode):
+        return kind, f"the checkpoint stores none (rnnMode={mode!r} is not built here: linear)"
+    return kind, "the checkpoint stores none"
+
+
+def _heads_kind(ckpt: CPCAudioCheckpoint, new_heads: str | None) -> tuple[str, str | None]:
+    """``(heads option, why they start fresh or None when the checkpoint's are mapped)``."""
     a = ckpt.args
     if new_heads is not None:
         if new_heads not in ("linear", "transformer"):
             raise UserError(f"new_heads={new_heads} must be null, linear or transformer")
-        return new_heads
+        return new_heads, "given by new_heads"
+    if not ckpt.criterion or a["cpc_mode"] == "none":  # a hub file; CPC_audio's NoneCriterion
+        return _fresh_heads(ckpt)
     fix = "; convert with new_heads=linear or new_heads=transformer for fresh heads"
     if a["supervised"]:
         raise _refuse(ckpt, "supervised", f"(a classifier, not CPC prediction heads){fix}")
-    if a["cpc_mode"] == "none":
-        return "linear"  # CPC_audio's NoneCriterion: no heads at all
     mode = a["rnnMode"]
     if mode not in RNN_MODES:
         known = mode in UNMAPPED_RNN_MODES
         why = "has no cpc_lightning heads" if known else "is unknown"
         raise _refuse(ckpt, "rnnMode", f"{why} (transformer and linear can be mapped){fix}")
-    return RNN_MODES[mode]
+    return RNN_MODES[mode], None
 
 
 def _heads_overrides(ckpt: CPCAudioCheckpoint, kind: str, stored: bool) -> list[str]:
@@ -295,8 +308,8 @@ def plan(ckpt: CPCAudioCheckpoint, new_heads: str | None = None) -> Plan:
     """The ``train`` overrides that rebuild ``ckpt``'s architecture, or a :class:`UserError`."""
     _check_single_model(ckpt)
     arch = _encoder_and_context(ckpt)
-    kind = _heads_kind(ckpt, new_heads)
-    stored = new_heads is None and bool(ckpt.criterion)
+    kind, fresh = _heads_kind(ckpt, new_heads)
+    stored = fresh is None
     arch += _heads_overrides(ckpt, kind, stored)
     arch += [
         f"model.prediction_steps={int(ckpt.args['nPredicts'])}",
@@ -304,7 +317,6 @@ def plan(ckpt: CPCAudioCheckpoint, new_heads: str | None = None) -> Plan:
         "model.temperature=1.0",
     ]
     training, notes = _training(ckpt)
-    if not stored:
-        why = "given by new_heads" if new_heads else "the checkpoint stores none"
-        notes.append(f"prediction heads ({kind}) start from fresh weights: {why}")
+    if fresh is not None:
+        notes.append(f"prediction heads ({kind}) start from fresh weights: {fresh}")
     return Plan(arch, training, kind, stored, notes)
