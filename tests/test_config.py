@@ -54,7 +54,7 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
     raise AssertionError(f"no overrides known for data={option}: add them to data_overrides")
 
 
-GROUPS = ["encoder", "context", "negatives", "model"]
+GROUPS = ["encoder", "context", "negatives", "model", "heads"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -165,6 +165,7 @@ DOCUMENTED = [
     "train.yaml",
     "evaluate.yaml",
     "extract.yaml",
+    "convert.yaml",
     "data/base/audio.yaml",
     "data/librispeech.yaml",
     "data/audio_folder.yaml",
@@ -174,7 +175,11 @@ DOCUMENTED = [
     "negatives/batch.yaml",
     "probe/linear.yaml",
     "paths/default.yaml",
-    *[f"{g}/{o}.yaml" for g in ("encoder", "context", "model", "callbacks") for o in options(g)],
+    *[
+        f"{g}/{o}.yaml"
+        for g in ("encoder", "context", "model", "heads", "callbacks")
+        for o in options(g)
+    ],
 ]
 SELF_EXPLANATORY = ("_target_", "_partial_", "_self_", "defaults")
 

@@ -29,7 +29,7 @@ def test_old_config_is_upgraded_to_todays_names() -> None:
     old = OmegaConf.load(FIXTURE / RESOLVED_CONFIG)
     assert old.encoder._target_ == "cpc_lightning.encoders.Conv1dEncoder"
     new = upgrade_config(old)
-    targets = [n._target_ for n in (new.encoder, new.context, new.negatives, new.model.heads)]
+    targets = [n._target_ for n in (new.encoder, new.context, new.negatives, new.heads)]
     assert targets == [
         "cpc_lightning.model.encoders.audio.Conv1dEncoder",
         "cpc_lightning.model.context.sequence.GRUContext",
@@ -38,6 +38,7 @@ def test_old_config_is_upgraded_to_todays_names() -> None:
     ]
     assert new.data.test_fraction == 0.34 and "val_fraction" not in new.data
     assert new.data.windows_per_speaker == 2 and "online_probe" not in new.model
+    assert "heads" not in new.model and new.heads.num_steps == 2  # model.heads -> heads
     # every legacy target names something that exists today
     from hydra.utils import get_object
 

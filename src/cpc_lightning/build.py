@@ -24,8 +24,8 @@ def build_parts(cfg: DictConfig, num_sets: int | None = None) -> dict[str, Any]:
         parts["context"] = instantiate(cfg.context)
     if num_sets is None:
         num_sets = 1 if cfg.model.get("share_heads", True) else len(cfg.model.directions)
-    with user_errors("model.heads"):
-        parts["heads"] = instantiate(cfg.model.heads, num_sets=num_sets)
+    with user_errors("heads"):
+        parts["heads"] = instantiate(cfg.heads, num_sets=num_sets)
     with user_errors("negatives"):
         parts["negatives"] = instantiate(cfg.negatives)
     return parts

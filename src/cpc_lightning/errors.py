@@ -108,3 +108,10 @@ def _check_window(model: Any, datamodule: Any, need: int) -> None:
             f"{need} frames ({need * encoder.downsampling} samples); "
             f"got {frames} frames. Raise data.window or lower model.prediction_steps"
         )
+    max_len, anchors = getattr(model.heads, "max_len", None), frames - model.steps[-1]
+    if max_len is not None and anchors > max_len:
+        raise UserError(
+            f"data.window={window} samples gives {anchors} anchors per sequence, but the "
+            f"prediction heads learned relative positions for heads.max_len={max_len}: raise "
+            "heads.max_len or lower data.window"
+        )

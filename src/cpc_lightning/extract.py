@@ -4,7 +4,9 @@ Rebuilds a trained audio model from its run dir and writes its frozen features f
 one file per input audio file, at the input's path relative to ``data.root`` with the suffix
 ``.npy`` (float32 ``(T, D)``) or ``.pt``, plus ``features.json`` (frame rate, feature kind,
 dimension, model). Frame ``t`` covers samples ``[hop t, hop t + hop)`` with ``hop`` the encoder's
-downsampling (160 samples = 10 ms at 16 kHz).
+downsampling (160 samples = 10 ms at 16 kHz). ``layers=all`` writes every layer from one pass:
+``<out>/z/...`` (encoder) and ``<out>/layer_<i>/...`` (context layer i; the last is ``c``), each
+folder mirroring the input paths, listed in ``features.json`` under ``layers``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ log = logging.getLogger("cpc_lightning.extract")
 
 FORMATS = ("npy", "pt")
 SPLITS = ("all", "train", "test")
+LAYERS = (None, "all")
+LAYOUT = "(T, dim) per file, one folder per layer: <out>/<layers[i].dir>/<input path>.<format>"
 
 
 def _check(cfg: DictConfig) -> None:
@@ -38,6 +42,10 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"format={cfg.format} must be npy or pt")
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} must be all, train or test")
+    if cfg.get("layers") not in LAYERS:
+        raise UserError(f"layers={cfg.layers} must be null (one feature) or all (every layer)")
+    if cfg.get("layers") == "all" and cfg.get("layer") is not None:
+        raise UserError(f"layers=all writes every layer: drop layer={cfg.layer}")
 
 
 def _save(feats: torch.Tensor, dest: Path, fmt: str) -> None:
@@ -76,6 +84,62 @@ def _summary(run: Run, datamodule: Any, settings: EvalSettings, cfg: DictConfig,
     }
 
 
+def _outputs(
+    model: Any, x: torch.Tensor, settings: EvalSettings, layers: str | None
+) -> dict[str, torch.Tensor]:
+    """Feature tensors ``(B, T, D)`` by output folder ("": the one chosen feature)."""
+    if layers != "all":
+        return {"": model.features(x, settings.feature, settings.layer)}
+    z, states = model.all_features(x)
+    return {"z": z, **{f"layer_{i}": h for i, h in enumerate(states)}}
+
+
+def _write(
+    model: Any,
+    records: list[Any],
+    load: Any,
+    cfg: DictConfig,
+    settings: EvalSettings,
+    out: Path,
+    device: torch.device,
+) -> tuple[list[str], dict[str, int]]:
+    """Write every record's features; return the relative paths and the dim of each folder."""
+    autocast = settings.precision == "bf16" and device.type == "cuda"
+    files: list[str] = []
+    dims: dict[str, int] = {}
+    with torch.no_grad():
+        for idx, wav in length_batches(records, load, int(cfg.batch_size)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                outputs = _outputs(model, wav.unsqueeze(1).to(device), settings, cfg.get("layers"))
+            for folder, feats in outputs.items():
+                feats = feats.float().cpu()
+                dims[folder] = int(feats.shape[-1])
+                for j, i in enumerate(idx):
+                    rel = Path(records[i].rel).with_suffix("." + cfg.format)
+                    _save(feats[j], out / folder / rel, cfg.format)
+                    if folder == next(iter(outputs)):
+                        files.append(rel.as_posix())
+    return files, dims
+
+
+def _layer_table(dims: dict[str, int]) -> list[dict[str, Any]]:
+    """``features.json``'s ``layers``: one entry per folder, the encoder then context layers."""
+    last = len(dims) - 2
+    table = [{"dir": "z", "feature": "z", "layer": None, "dim": dims["z"], "what": "encoder"}]
+    for i in range(last + 1):
+        what = "context layer" + (" (the output c)" if i == last else "")
+        table.append(
+            {
+                "dir": f"layer_{i}",
+                "feature": "c",
+                "layer": i,
+                "dim": dims[f"layer_{i}"],
+                "what": what,
+            }
+        )
+    return table
+
+
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """Write one feature file per input file and ``features.json``; return that summary."""
     _check(cfg)
@@ -92,22 +156,12 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     records = [r for s in splits for r in datamodule.items(s)]
     device = device_of(cfg.device)
     model = run.model.to(device)
-    autocast = settings.precision == "bf16" and device.type == "cuda"
     start = time.perf_counter()
-    files: list[str] = []
-    dim = 0
-    with torch.no_grad():
-        for idx, wav in length_batches(records, datamodule.load, int(cfg.batch_size)):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                feats = model.features(
-                    wav.unsqueeze(1).to(device), settings.feature, settings.layer
-                )
-            feats = feats.float().cpu()
-            dim = int(feats.shape[-1])
-            for j, i in enumerate(idx):
-                rel = Path(records[i].rel).with_suffix("." + cfg.format)
-                _save(feats[j], out / rel, cfg.format)
-                files.append(rel.as_posix())
+    files, dims = _write(model, records, datamodule.load, cfg, settings, out, device)
+    dim = dims.get("")
+    extra: dict[str, Any] = {}
+    if cfg.get("layers") == "all":
+        extra = {"feature": "all", "layers": _layer_table(dims), "shape": LAYOUT}
     summary = _summary(
         run,
         datamodule,
@@ -117,14 +171,16 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         num_files=len(files),
         seconds=time.perf_counter() - start,
         files=sorted(files),
+        **extra,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "features.json").write_text(json.dumps(summary, indent=2))
     rate = summary["frame_rate_hz"]
+    what = f"{settings.feature}, {dim}-d" if dim is not None else f"{len(dims)} layers"
     log.info(
-        "wrote %d feature files (%s, %d-d, %.0f Hz) to %s", len(files), cfg.format, dim, rate, out
+        "wrote %d feature files (%s, %s, %.0f Hz) to %s", len(files), cfg.format, what, rate, out
     )
-    print(f"{len(files)} feature files ({settings.feature}, {dim}-d, {rate:g} Hz) in {out}")
+    print(f"{len(files)} feature files ({what}, {rate:g} Hz) in {out}")
     return summary
 
 

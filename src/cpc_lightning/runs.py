@@ -94,6 +94,10 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
             data[new] = data.pop(old)
             changed.append(f"data.{old}")
     model = container.get("model") or {}
+    if isinstance(model, dict) and "heads" in model:  # model.heads -> the `heads` group
+        heads = model.pop("heads")
+        container.setdefault("heads", heads)
+        changed.append("model.heads")
     if isinstance(model, dict) and "online_probe" in model:
         if model.pop("online_probe"):
             callbacks = container.setdefault("callbacks", {}) or {}

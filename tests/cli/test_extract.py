@@ -35,3 +35,16 @@ def test_extract_writes_one_file_per_input(tmp_path: Path, fmt: str) -> None:
         feats = np.load(dest) if fmt == "npy" else torch.load(dest).numpy()
         length = sf.info(str(src)).frames
         assert feats.shape == (Conv1dEncoder().num_frames(length), 16)  # ~L / 160 frames
+
+
+def test_layer_options_are_checked(tmp_path: Path) -> None:
+    from cpc_lightning.errors import UserError
+    from cpc_lightning.extract import extract
+
+    run = make_run(tmp_path)
+    base = [f"run_dir={run}", f"out={tmp_path / 'f'}"]
+    with pytest.raises(UserError, match="layers=some must be null"):
+        extract(compose_entry("extract", [*base, "layers=some"]))
+    with pytest.raises(UserError, match="layers=all writes every layer: drop layer=0"):
+        extract(compose_entry("extract", [*base, "layers=all", "layer=0"]))
+    assert not (tmp_path / "f").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, SHARED_DATA, make_image_tree, run_train
+from helpers import REPO, SHARED_DATA, SHARED_FIXTURES, make_image_tree, run_train
 
 SMALL_STEPS = ["trainer.max_steps=2"]
 SMALL_PROBE = ["probe.epochs=1", "probe.min_steps=10"]
@@ -22,6 +22,7 @@ DATASETS = {
     "/path/to/cifar10": "cifar10_subset",
     "/path/to/timit": "timit_sample",
 }
+CPC_AUDIO_RUN = SHARED_FIXTURES / "cpc_audio" / "train_run"
 
 
 def readme_commands() -> list[str]:
@@ -50,13 +51,21 @@ def needs_cluster(args: list[str]) -> str | None:
 @pytest.fixture(scope="module")
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Paths the README's placeholders stand for; a trained run dir (the default pipeline)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared example datasets absent: {SHARED_DATA}")
+    if not SHARED_DATA.is_dir() or not CPC_AUDIO_RUN.is_dir():
+        pytest.skip(f"shared example datasets or fixtures absent: {SHARED_DATA}, {CPC_AUDIO_RUN}")
     root = tmp_path_factory.mktemp("readme")
     cache = root / "cache"
     run = root / "default_run"
     proc = run_train(
         *SMALL_STEPS, *SMALL_PROBE, f"hydra.run.dir={run}", env={"CPC_CACHE_DIR": str(cache)}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    converted = root / "converted"
+    proc = run_train(
+        f"checkpoint={CPC_AUDIO_RUN}",
+        f"out={converted}",
+        module="cpc_lightning.convert",
+        env={"CPC_CACHE_DIR": str(cache)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = {k: str(SHARED_DATA / v) for k, v in DATASETS.items()}
@@ -70,6 +79,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "<folder>": str(root / "features"),
             "<item file>": str(root / "test.item"),
             "<partition>": "gpu",
+            "/path/to/CPC_audio/run": str(CPC_AUDIO_RUN),
+            "<converted run dir>": str(converted),
             "cache": str(cache),
             "root": str(root),
         }
@@ -102,6 +113,8 @@ def test_readme_command_runs(command: str, places: dict[str, str], tmp_path: Pat
             extra.append(f"hydra.run.dir={tmp_path / 'run'}")
         if "-m" in args:
             extra.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    if module == "cpc_lightning.convert":  # a new run dir each time
+        args = [f"out={tmp_path / 'converted'}" if a.startswith("out=") else a for a in args]
     reason = needs_cluster(args)
     if reason is not None:
         args = [a for a in args if a != "-m"]

@@ -18,6 +18,8 @@ CONF = REPO / "src" / "cpc_lightning" / "conf"
 TESTS = REPO / "tests"
 #: The shared example datasets (``../shared/data`` from the repo root); tests skip without them.
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+#: The shared test fixtures (``../shared/fixtures``), e.g. CPC_audio checkpoints.
+SHARED_FIXTURES = (REPO / ".." / "shared" / "fixtures").resolve()
 
 #: A few-second CPU run of the default pipeline (3 speakers, 16 channels, 4 steps).
 BASE = {

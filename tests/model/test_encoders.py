@@ -6,7 +6,7 @@ import torch
 from cpc_lightning.model.encoders.audio import Conv1dEncoder, frame_mask
 
 
-@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+@pytest.mark.parametrize("norm", ["none", "layer", "channel", "batch", "instance"])
 def test_paper_shapes(norm):
     enc = Conv1dEncoder(hidden_dim=32, out_dim=24, norm=norm)
     z = enc(torch.randn(2, 1, 20480))

@@ -1,9 +1,26 @@
-"""Prediction heads: one linear map ``W_k`` per future step (log-bilinear score ``z^T W_k c``)."""
+"""Prediction heads: one linear map ``W_k`` per future step (log-bilinear score ``z^T W_k c``).
+
+Every heads module (``heads=linear`` here, ``heads=transformer`` in
+:mod:`cpc_lightning.model.transformer_heads`) maps ``c`` ``(..., in_dim)`` to predictions
+``(K, ..., out_dim)`` and declares ``num_steps``, ``num_sets`` and ``score_factor``: InfoNCE
+scores are ``score_factor * z^T pred_k`` (before the temperature).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: ``heads.score_scale``: ``none`` = the dot product (the paper's log-bilinear score); ``dim`` =
+#: the dot product divided by the dimension D of ``z`` (CPC_audio's ``PredictionNetwork``).
+SCORE_SCALES = ("none", "dim")
+
+
+def score_factor(score_scale: str, dim: int) -> float:
+    """The factor ``heads.score_scale`` puts on ``z^T pred`` for ``dim``-d predictions."""
+    if score_scale not in SCORE_SCALES:
+        raise ValueError(f"heads.score_scale={score_scale!r} must be one of {SCORE_SCALES}")
+    return 1.0 / dim if score_scale == "dim" else 1.0
 
 
 class PredictionHeads(nn.Module):
@@ -13,7 +30,8 @@ class PredictionHeads(nn.Module):
     is a single matmul. ``num_sets > 1`` gives one set per image direction (CPC v2).
     ``init_scale`` shrinks the default initialisation: random scores of unit size put the initial
     loss above ``log(N + 1)``, and the quickest way down is then to collapse every score to the
-    same value (a constant ``z``), a saddle the model does not leave.
+    same value (a constant ``z``), a saddle the model does not leave. ``output_dropout`` drops
+    prediction channels in training (CPC_audio's ``--dropout``: 0.5).
     """
 
     def __init__(
@@ -24,14 +42,18 @@ class PredictionHeads(nn.Module):
         num_sets: int = 1,
         bias: bool = False,
         init_scale: float = 0.1,
+        score_scale: str = "none",
+        output_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_steps < 1:
             raise ValueError(f"model.prediction_steps must be >= 1, got {num_steps}")
         self.num_steps, self.out_dim, self.num_sets = num_steps, out_dim, num_sets
+        self.score_factor = score_factor(score_scale, out_dim)
         self.maps = nn.ModuleList(
             nn.Linear(in_dim, num_steps * out_dim, bias=bias) for _ in range(num_sets)
         )
+        self.drop = nn.Dropout(output_dropout)
         with torch.no_grad():
             for m in self.maps:
                 m.weight.mul_(init_scale)
@@ -39,4 +61,4 @@ class PredictionHeads(nn.Module):
     def forward(self, c: torch.Tensor, which: int = 0) -> torch.Tensor:
         """``c`` ``(..., in_dim)`` -> predictions ``(K, ..., out_dim)`` from set ``which``."""
         pred = self.maps[which](c).unflatten(-1, (self.num_steps, self.out_dim))
-        return pred.movedim(-2, 0)
+        return self.drop(pred.movedim(-2, 0))

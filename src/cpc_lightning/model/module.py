@@ -8,7 +8,8 @@ Takes plain modules, so it is testable without Hydra. Shapes at the boundaries:
   column sequences, and the loss sees column sequences ``(B * W, H, D)``.
 
 The modality comes from the encoder's ``modality`` attribute, never from tensor ranks.
-:meth:`CPCModule.features` is the one frozen-feature path (probes, ABX, extract, the API).
+:meth:`CPCModule.features` and :meth:`CPCModule.all_features` are the frozen-feature paths
+(probes, ABX, extract, the API).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import torch
 from torch import nn
 
 from cpc_lightning.model.encoders.audio import frame_mask
-from cpc_lightning.model.heads import PredictionHeads
 from cpc_lightning.model.infonce import InfoNCEOutput, info_nce
 from cpc_lightning.model.layout import (
     check_direction,
@@ -50,13 +50,17 @@ def modality_of(encoder: nn.Module) -> str:
 
 
 class CPCModule(pl.LightningModule):
-    """Contrastive Predictive Coding for audio frame sequences and image patch grids."""
+    """Contrastive Predictive Coding for audio frame sequences and image patch grids.
+
+    ``heads`` maps ``c`` ``(..., C)`` to ``(K, ..., D)`` predictions and declares ``num_steps``,
+    ``num_sets`` and (optionally) ``score_factor`` (scores are ``score_factor * z^T pred``).
+    """
 
     def __init__(
         self,
         encoder: nn.Module,
         context: nn.Module,
-        heads: PredictionHeads,
+        heads: nn.Module,
         negatives: NegativeSampler,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
@@ -82,6 +86,8 @@ class CPCModule(pl.LightningModule):
         self.step_offset = int(step_offset)
         self.directions = list(directions)
         self.temperature = float(temperature)
+        # heads.score_scale (e.g. CPC_audio's dot product / D) folded into the temperature
+        self.score_temperature = self.temperature / float(getattr(heads, "score_factor", 1.0))
         self.compile_parts = bool(compile)
         self.steps = list(range(self.step_offset + 1, self.step_offset + self.prediction_steps + 1))
 
@@ -136,6 +142,18 @@ class CPCModule(pl.LightningModule):
                 f"{len(states)} layer output(s) (0..{len(states) - 1}, or negative from the top)"
             )
         return states[layer]
+
+    def all_features(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``z`` and every context layer's output (``hidden_states``, last = ``c``), one pass.
+
+        Audio ``lengths`` ``(B,)``: valid samples of right-padded waveforms, passed to the
+        encoder (which must accept it) so every sequence gets the frames it gets alone; the
+        causal context needs nothing more.
+        """
+        z = self.encoder(x) if lengths is None else self.encoder(x, lengths=lengths)
+        return z, self.context_layers(z)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z, c)``; images: ``c`` is the "down" context over the grid, ``(B, H, W, C)``."""
@@ -200,7 +218,7 @@ class CPCModule(pl.LightningModule):
         pos = (anchor_seqs[None, :, None] * t + target_t[:, None, :]).reshape(k, -1)
         weight = valid[None, :, :ta] & valid[:, target_t].permute(1, 0, 2)  # (K, B, Ta)
         neg = self.negatives.sample(cand_valid, cand_speaker, anchor_seqs, ta, k)
-        return info_nce(pred, cand, pos, neg, weight.reshape(k, -1), self.temperature)
+        return info_nce(pred, cand, pos, neg, weight.reshape(k, -1), self.score_temperature)
 
     def loss_and_context(self, batch: dict[str, torch.Tensor]) -> tuple[InfoNCEOutput, Any]:
         """The InfoNCE outputs averaged over sequence sets (one per image direction), and the

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: ``encoder.norm`` values of the audio encoder (normalisation over channels, per frame).
-AUDIO_NORMS = ("none", "layer", "batch")
+from cpc_lightning.model.encoders.norms import AUDIO_NORMS, make_norm
 
 
 class _ShiftAdd(torch.autograd.Function):
@@ -64,22 +63,6 @@ class StridedConv(nn.Module):
         return _ShiftAdd.apply(y) + self.bias
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    """Normalisation over channels of a channels-last ``(B, T, C)`` tensor."""
-    if kind == "none":
-        return nn.Identity()
-    if kind == "layer":
-        return nn.LayerNorm(channels)  # per frame: no statistics shared across samples
-    if kind == "batch":
-        return _ChannelsLastBatchNorm(channels)
-    raise ValueError(f"encoder.norm={kind!r} is not one of {AUDIO_NORMS}")
-
-
-class _ChannelsLastBatchNorm(nn.BatchNorm1d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
 class Conv1dEncoder(nn.Module):
     """The CPC paper's strided Conv1d stack: one ``z`` every ``prod(strides)`` samples.
 
@@ -115,7 +98,7 @@ class Conv1dEncoder(nn.Module):
         channels = in_channels
         for i, (k, s, p) in enumerate(zip(kernels, strides, paddings, strict=True)):
             out = out_dim if i == len(kernels) - 1 else hidden_dim
-            layers += [StridedConv(channels, out, k, s, p), _norm(norm, out), nn.ReLU()]
+            layers += [StridedConv(channels, out, k, s, p), make_norm(norm, out), nn.ReLU()]
             channels = out
         self.net = nn.Sequential(*layers)
         self.kernels, self.strides, self.paddings = kernels, strides, paddings
@@ -139,15 +122,46 @@ class Conv1dEncoder(nn.Module):
             n = (n + 2 * p - k) // s + 1
         return max(n, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, 1, L)`` or ``(B, L)`` -> ``z`` ``(B, T, D)``."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, 1, L)`` or ``(B, L)`` -> ``z`` ``(B, T, D)``.
+
+        ``lengths`` ``(B,)``: valid samples of each right-padded sequence. Every sequence then
+        gets the frames it gets alone (its padding is left out of ``standardize`` and zeroed
+        after every layer, as the convolutions' own zero padding is); frames past its
+        ``num_frames`` are zero.
+        """
         x = x.transpose(1, 2) if x.dim() == 3 else x.unsqueeze(-1)  # channels-last (B, L, 1)
+        if lengths is not None:
+            return self._forward_padded(x, lengths.to(x.device).long())
         if self.standardize:
             # Raw speech is quiet (RMS ~0.05): without this the first conv's bias dominates, the
             # per-frame LayerNorm turns z into a constant and InfoNCE sits at log(N + 1).
             var, mean = torch.var_mean(x, dim=1, keepdim=True)
             x = (x - mean) * torch.rsqrt(var + 1e-7)
         return self.net(x)
+
+    def _forward_padded(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        blocks = [self.net[i : i + 3] for i in range(0, len(self.net), 3)]  # conv, norm, ReLU
+        if any(getattr(b[1], "spans_time", False) for b in blocks):  # e.g. instance norm
+            out = [self.forward(x[i : i + 1, : int(n[i])].transpose(1, 2)) for i in range(len(x))]
+            return nn.utils.rnn.pad_sequence([o[0] for o in out], batch_first=True)
+
+        def keep(count: torch.Tensor, size: int) -> torch.Tensor:
+            return (torch.arange(size, device=x.device) < count[:, None]).unsqueeze(-1)
+
+        valid = keep(n, x.shape[1])
+        if self.standardize:  # over the valid samples only, unbiased as torch.var_mean
+            m = valid.to(x.dtype)
+            mean = (x * m).sum(1, keepdim=True) / n.clamp(min=1)[:, None, None]
+            dev = (x - mean) * m
+            var = (dev * dev).sum(1, keepdim=True) / (n - 1).clamp(min=1)[:, None, None]
+            x = (x - mean) * torch.rsqrt(var + 1e-7)
+        x = x * valid
+        for conv, norm, act in blocks:
+            x = act(norm(conv(x)))
+            n = ((n + 2 * conv.padding - conv.kernel) // conv.stride + 1).clamp(min=0)
+            x = x * keep(n, x.shape[1])
+        return x
 
 
 def frame_mask(mask: torch.Tensor, num_frames: int, downsampling: int) -> torch.Tensor:

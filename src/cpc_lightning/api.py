@@ -1,0 +1,171 @@
+"""Features from Python: ``cpc_lightning.load(path).features(waveforms)``.
+
+For downstream tools (SUPERB/s3prl-style benchmarks, k-means unit pipelines, notebooks)::
+
+    import cpc_lightning
+    model = cpc_lightning.load("outputs/train/runs/<date>_<time>")  # or a .ckpt, or CPC_audio's
+    out = model.features([wav_a, wav_b], sample_rate=16000)          # 1-D waveforms, any lengths
+    out["c"], out["z"], out["hidden_states"], out["mask"], out["frame_rate"]
+
+Frame ``t`` covers samples ``[hop t, hop t + hop)`` (hop 160 = 10 ms at 16 kHz). A padded batch
+gives every waveform the frames it gets alone (the audio encoder masks each sequence's padding
+after every layer; the context is causal), and frames past a waveform's end are zero.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cpc_lightning.data.audio.reader import resample
+from cpc_lightning.errors import UserError
+from cpc_lightning.model.module import CPCModule
+
+Waveforms = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
+
+
+class FeatureExtractor(nn.Module):
+    """A frozen CPC model (eval mode, no gradients) turning waveforms into features.
+
+    ``model`` is the :class:`CPCModule`, ``sample_rate`` the rate it was trained at,
+    ``frame_rate`` its frames per second, ``source`` where it was loaded from.
+    """
+
+    def __init__(self, model: CPCModule, sample_rate: int, source: dict[str, Any]) -> None:
+        super().__init__()
+        if model.modality != "audio":
+            raise UserError(
+                "cpc_lightning.load: features() takes waveforms; this is an image model"
+            )
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.sample_rate = int(sample_rate)
+        self.hop = int(getattr(model.encoder, "downsampling", 160))
+        self.frame_rate = self.sample_rate / self.hop
+        self.source = source
+        signature = inspect.signature(model.encoder.forward).parameters
+        self._pads_exactly = "lengths" in signature
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Stays in eval mode: a feature extractor is frozen (no dropout, fixed statistics)."""
+        return super().train(False)
+
+    def _waveforms(self, waveforms: Waveforms, lengths: Any, rate: int) -> list[torch.Tensor]:
+        if isinstance(waveforms, (torch.Tensor, np.ndarray)):
+            x = torch.as_tensor(waveforms, dtype=torch.float32)
+            if x.dim() == 1:
+                x = x[None]
+            if x.dim() == 3 and x.shape[1] == 1:
+                x = x[:, 0]
+            if x.dim() != 2:
+                raise ValueError(
+                    f"waveforms of shape {tuple(x.shape)}: give (L,), (B, L) or a list"
+                )
+            n = [x.shape[1]] * len(x) if lengths is None else [int(v) for v in lengths]
+            if len(n) != len(x) or max(n, default=0) > x.shape[1]:
+                raise ValueError(f"lengths={n} do not fit waveforms of shape {tuple(x.shape)}")
+            items = [x[i, : n[i]] for i in range(len(x))]
+        else:
+            if lengths is not None:
+                raise ValueError("lengths= goes with a padded (B, L) batch, not a list")
+            items = [torch.as_tensor(w, dtype=torch.float32) for w in waveforms]
+            for i, w in enumerate(items):
+                if w.dim() != 1:
+                    raise ValueError(
+                        f"waveform {i} has shape {tuple(w.shape)}: give mono 1-D waveforms "
+                        "(mix channels first, e.g. wav.mean(1) for soundfile's (L, C))"
+                    )
+        if not items:
+            raise ValueError("no waveforms given")
+        return [resample(w, int(rate), self.sample_rate) for w in items]
+
+    def _encode(self, wavs: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        device = next(self.model.parameters()).device
+        n = torch.tensor([len(w) for w in wavs], device=device)
+        x = nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)[:, None]
+        if bool((n == n[0]).all()):
+            return self.model.all_features(x)
+        if self._pads_exactly:
+            return self.model.all_features(x, lengths=n)
+        parts = [self.model.all_features(x[i : i + 1, :, : int(n[i])]) for i in range(len(wavs))]
+        z = nn.utils.rnn.pad_sequence([p[0][0] for p in parts], batch_first=True)
+        states = [
+            nn.utils.rnn.pad_sequence([p[1][j][0] for p in parts], batch_first=True)
+            for j in range(len(parts[0][1]))
+        ]
+        return z, states
+
+    def _frames(self, wavs: list[torch.Tensor], total: int) -> torch.Tensor:
+        count = getattr(self.model.encoder, "num_frames", lambda n: n // self.hop)
+        return torch.tensor([min(int(count(len(w))), total) for w in wavs])
+
+    @torch.no_grad()
+    def features(
+        self,
+        waveforms: Waveforms,
+        lengths: Sequence[int] | torch.Tensor | None = None,
+        sample_rate: int = 16000,
+    ) -> dict[str, Any]:
+        """Features of mono waveforms: a list of 1-D waveforms (any lengths), one ``(L,)``
+        waveform, or a right-padded ``(B, L)`` batch with ``lengths`` ``(B,)`` (samples).
+
+        Input at another ``sample_rate`` is resampled to the model's. Returns ``z`` ``(B, T, D)``
+        (encoder), ``c`` ``(B, T, C)`` (context, ``hidden_states[-1]``), ``hidden_states``
+        (every context layer, bottom to top, each ``(B, T, C_i)``), ``mask`` ``(B, T)`` (True on
+        a waveform's own frames), ``lengths`` ``(B,)`` frames, and ``frame_rate`` (Hz).
+        """
+        wavs = self._waveforms(waveforms, lengths, sample_rate)
+        z, states = self._encode(wavs)
+        frames = self._frames(wavs, z.shape[1]).to(z.device)
+        mask = torch.arange(z.shape[1], device=z.device)[None] < frames[:, None]
+        keep = mask[..., None].to(z.dtype)
+        states = [s * keep for s in states]
+        return {
+            "z": z * keep,
+            "c": states[-1],
+            "hidden_states": states,
+            "mask": mask,
+            "lengths": frames,
+            "frame_rate": self.frame_rate,
+        }
+
+    def forward(self, waveforms: Waveforms, **kwargs: Any) -> dict[str, Any]:
+        """Same as :meth:`features`."""
+        return self.features(waveforms, **kwargs)
+
+
+def _is_cpc_audio(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "checkpoint_args.json").is_file()
+    return path.suffix == ".pt"
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """A :class:`FeatureExtractor` from a run dir (its ``last.ckpt``), a ``.ckpt`` file in one,
+    or a CPC_audio checkpoint (a ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file),
+    converted in memory. Bad paths raise :class:`~cpc_lightning.errors.UserError`."""
+    from cpc_lightning.runs import open_run
+
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise UserError(f"cpc_lightning.load: {p} does not exist")
+    if _is_cpc_audio(p):
+        from cpc_lightning.interop.run_dir import convert_cpc_audio
+
+        converted = convert_cpc_audio(p)
+        model, cfg = converted.model, converted.config
+        source = {"converted_from": str(converted.source.source)}
+    else:
+        run = open_run(checkpoint=p) if p.is_file() else open_run(run_dir=p)
+        model, cfg = run.model, run.config
+        source = {"run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint)}
+    rate = int(cfg.get("data", {}).get("sample_rate", 16000) or 16000)
+    return FeatureExtractor(model, rate, source).to(device)
