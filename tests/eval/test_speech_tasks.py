@@ -30,6 +30,7 @@ def _evaluate(run: Path, tree: Path, tmp: Path, *extra: str):
             f"run_dir={run}",
             "data=timit",
             f"data.root={tree}",
+            "data.test_speakers=null",
             "data.num_test_speakers=2",
             f"data.cache_dir={tmp / 'cache'}",
             "data.window=3200",
@@ -95,6 +96,7 @@ def test_abx_of_an_extract_output_dir(timit_run, tmp_path):
                 f"out={feats}",
                 "data=timit",
                 f"data.root={tree}",
+                "data.test_speakers=null",
                 "data.num_test_speakers=2",
                 f"data.cache_dir={tmp_path / 'cache'}",
             ],
@@ -117,7 +119,10 @@ def _items_of(report, tree: Path, tmp_path: Path):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = compose_entry("evaluate", ["data=timit", f"data.root={tree}", "data.num_test_speakers=2"])
+    cfg = compose_entry(
+        "evaluate",
+        ["data=timit", f"data.root={tree}", "data.test_speakers=null", "data.num_test_speakers=2"],
+    )
     data = OmegaConf.to_container(cfg.data, resolve=False)
     data["cache_dir"] = str(tmp_path / "cache")
     dm = instantiate(OmegaConf.merge(cfg, {"data": data}).data)

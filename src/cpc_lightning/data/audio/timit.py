@@ -241,7 +241,8 @@ class TimitLayout:
         if not rule.num_test_speakers:
             raise ValueError(
                 "TIMIT needs a speaker-disjoint split: set data.test_speakers=[...] or "
-                "data.num_test_speakers=<n> (the NLTK sample has no official TRAIN/TEST folders)"
+                "data.test_speakers=null data.num_test_speakers=<n> (the NLTK sample has no "
+                "official TRAIN/TEST folders)"
             )
         return rule
 
