@@ -107,6 +107,8 @@ def test_readme_command_runs(command: str, places: dict[str, str], tmp_path: Pat
     module, args = args[0], args[1:]
     assert "<" not in " ".join(args), f"unhandled placeholder in: {command}"
     extra: list[str] = []
+    if module == "cpc_lightning.evaluate":
+        extra += SMALL_PROBE
     if module == "cpc_lightning.train":
         extra += [*SMALL_STEPS, *SMALL_PROBE]
         if not any(a.startswith(("hydra.run.dir", "resume=")) for a in args):
