@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cpc_lightning.build import build_model
+from cpc_lightning.build import build_datamodule, build_model
 from cpc_lightning.errors import UserError, check_data_fits_model, exit_with, user_errors
 from cpc_lightning.eval.probes import end_of_training_probes
 from cpc_lightning.runs import RESOLVED_CONFIG, resolve_ckpt_path, resume_config, weights_tag
@@ -56,8 +56,8 @@ def run_setup(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit CPC as configured; return the final metrics (and the probe table if run)."""
     pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data)
     with user_errors("data"):
-        datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = build_model(cfg)

@@ -46,7 +46,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def grad_norms(module: torch.nn.Module) -> torch.Tensor:
-    """``(1 + len(PARTS),)`` float32: the total gradient L2 norm, then one per part (0 if absent)."""
+    """``(1 + len(PARTS),)`` float32: the total gradient L2 norm, then one per part (0: none)."""
     device = next(module.parameters()).device
     per_part = []
     for name in PARTS:
