@@ -31,8 +31,14 @@ from pytorch_lightning.callbacks import Callback
 
 #: Model parts whose gradient norms are logged separately (attributes of ``CPCModule``).
 PARTS = ("encoder", "context", "heads")
-#: Metrics shown in the progress bar (the others go to the loggers only).
-PROG_BAR = ("perf/data_wait_frac", "health/grad_norm", "health/lr")
+#: Metrics also shown in the progress bar, under these short names.
+PROG_BAR = {
+    "perf/audio_s_per_s_total": "audio_s/s",
+    "perf/images_per_s_total": "img/s",
+    "perf/data_wait_frac": "wait",
+    "health/grad_norm": "gnorm",
+    "health/lr": "lr",
+}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -149,14 +155,9 @@ class TrainingHealth(Callback):
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         values = self._values(trainer, pl_module)
         for key, value in values.items():
-            pl_module.log(
-                key,
-                value,
-                on_step=True,
-                on_epoch=False,
-                prog_bar=self.prog_bar and key in PROG_BAR,
-                batch_size=1,
-            )
+            pl_module.log(key, value, on_step=True, on_epoch=False, batch_size=1)
+            if self.prog_bar and key in PROG_BAR:
+                pl_module.log(PROG_BAR[key], value, prog_bar=True, logger=False, batch_size=1)
 
     def _values(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         world = max(int(trainer.world_size), 1)
