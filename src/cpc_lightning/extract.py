@@ -97,7 +97,8 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     files: list[str] = []
     dim = 0
     with torch.no_grad():
-        for idx, wav in length_batches(records, datamodule.load, int(cfg.batch_size)):
+        batches = length_batches(records, datamodule.load, int(cfg.batch_size), "extract")
+        for idx, wav in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 feats = model.features(
                     wav.unsqueeze(1).to(device), settings.feature, settings.layer
