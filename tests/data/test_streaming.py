@@ -44,7 +44,8 @@ def file_module(cache: Path, **kw) -> AudioFolderDataModule:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shards")
-    write_shards(file_module(root / "cache"), str(root / "out"), num_workers=1, chunk_bytes="2MB")
+    dm = file_module(root / "cache")
+    write_shards(dm, str(root / "out"), num_workers=1, chunk_bytes="2MB", start_method="fork")
     return root
 
 

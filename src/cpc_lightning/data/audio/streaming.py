@@ -16,12 +16,14 @@ litdata is imported only here (``pip install 'cpc_lightning[streaming]'``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -105,8 +107,13 @@ def write_shards(
     chunk_bytes: str = "64MB",
     dtype: str = "int16",
     source: Mapping[str, Any] | None = None,
+    start_method: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``datamodule``'s splits as litdata shards under ``out``; return the manifest."""
+    """Write ``datamodule``'s splits as litdata shards under ``out``; return the manifest.
+
+    ``start_method``: of the writer processes (litdata's default, ``spawn``, re-imports in each;
+    ``fork`` starts faster where the caller has not started threads that hold locks).
+    """
     litdata = require_litdata()
     if dtype not in ("int16", "float32"):
         raise UserError(f"dtype={dtype!r} must be int16 or float32")
@@ -121,16 +128,23 @@ def write_shards(
         if not records:
             continue
         fn = partial(encode_item, records=records, reader=datamodule.reader, dtype=dtype)
-        litdata.optimize(
-            fn=fn,
-            inputs=list(range(len(records))),
-            output_dir=join(out, split),
-            chunk_bytes=chunk_bytes,
-            num_workers=max(int(num_workers), 1),
-            keep_data_ordered=True,  # item position = record position (random access by record)
-            mode="overwrite",
-            verbose=False,
-        )
+        with _optimizer_env():
+            litdata.optimize(
+                fn=fn,
+                inputs=list(range(len(records))),
+                output_dir=join(out, split),
+                chunk_bytes=chunk_bytes,
+                num_workers=max(int(num_workers), 1),
+                keep_data_ordered=True,  # item position = record position (random access)
+                mode="overwrite",
+                verbose=False,
+                start_method=start_method,
+            )
+        if not is_url(out) and not Path(join(out, split, "index.json")).is_file():
+            raise UserError(
+                f"litdata wrote no {join(out, split, 'index.json')}: see its messages above (a "
+                "script calling write_shards needs an `if __name__ == '__main__':` guard)"
+            )
     manifest = {
         "format": FORMAT_VERSION,
         "sample_rate": datamodule.sample_rate,
@@ -148,6 +162,22 @@ def write_shards(
     }
     _put_text(join(out, MANIFEST), json.dumps(manifest))
     return manifest
+
+
+@contextlib.contextmanager
+def _optimizer_env() -> Iterator[None]:
+    """Undo what ``litdata.optimize`` changes in this process: it forces the multiprocessing
+    start method to ``spawn`` (every later DataLoader worker would re-import everything:
+    loaders then ran at a few items a second, measured) and sets ``DATA_OPTIMIZER_*``."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    before = {k: v for k, v in os.environ.items() if k.startswith("DATA_OPTIMIZER_")}
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(method, force=True)
+        for key in [k for k in os.environ if k.startswith("DATA_OPTIMIZER_")]:
+            del os.environ[key]
+        os.environ.update(before)
 
 
 def _put_text(target: str, text: str) -> None:
@@ -347,7 +377,7 @@ class StreamingAudioDataModule(pl.LightningDataModule):
             from litdata import StreamingDataset
 
             self._random_access[split] = StreamingDataset(
-                join(self.root, split), cache_dir=self._chunk_cache(split)
+                join(self.root, split), cache_dir=self._chunk_cache(split), batch_decode=0
             )
         position = self._position(record)
         return decode_audio(self._random_access[split][position])
