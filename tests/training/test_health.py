@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from helpers import run_train, tiny
 
 from cpc_lightning.training.environment import choose_precision, code_version, native_bf16_cpu
@@ -71,3 +74,56 @@ def test_auto_precision_follows_the_cpu_flags(caplog):
     assert choose_precision("auto", "cpu", {"avx2", "fma"}) == "32-true"
     assert "no native bf16" in caplog.text
     assert choose_precision("32-true", "cpu", {"amx_bf16"}) == "32-true"  # explicit wins
+
+
+class _SleepySet(torch.utils.data.Dataset):
+    """Audio-shaped items that take ``delay`` seconds each to "load"."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i):
+        time.sleep(self.delay)
+        return {"x": torch.randn(1, 1600), "mask": torch.ones(1600, dtype=torch.bool)}
+
+
+class _Toy(pl.LightningModule):
+    """A one-layer model whose step takes ``delay`` seconds (standing in for compute)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Linear(1600, 4)
+        self.delay = delay
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(self.delay)
+        return self.encoder(batch["x"][:, 0]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _wait_fraction(tmp_path, load_delay: float, step_delay: float) -> float:
+    from pytorch_lightning.loggers import CSVLogger
+
+    from cpc_lightning.training.health import TrainingHealth
+
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=6, log_every_n_steps=3, callbacks=[TrainingHealth()],
+        logger=CSVLogger(tmp_path, name="", version=""), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(_SleepySet(load_delay), batch_size=2)
+    trainer.fit(_Toy(step_delay), loader)
+    rows = [r for r in _rows(tmp_path / "metrics.csv") if r.get("perf/data_wait_frac")]
+    assert [int(r["step"]) for r in rows] == [2, 5]
+    assert all(float(r["health/grad_norm_encoder"]) > 0 for r in rows)
+    return float(rows[-1]["perf/data_wait_frac"])
+
+
+def test_data_wait_tells_a_loader_bottleneck_from_a_compute_one(tmp_path):
+    assert _wait_fraction(tmp_path / "loader", load_delay=0.1, step_delay=0.0) > 0.6
+    assert _wait_fraction(tmp_path / "compute", load_delay=0.0, step_delay=0.2) < 0.2

@@ -3,7 +3,8 @@
 Logged (to every logger, one value per logging step, averaged over the steps since the last one):
 
 - ``perf/step_time_s``: wall seconds per training step (data wait included);
-- ``perf/data_wait_frac``: the fraction of that time spent waiting for the next batch;
+- ``perf/data_wait_frac``: the fraction of that time spent waiting for the next batch (the
+  time Lightning spends in the loader's ``next()``, timed through its profiler hook);
 - ``perf/audio_s_per_s`` and ``perf/audio_s_per_s_total`` (audio: seconds of waveform per wall
   second on this device and over all devices), or ``perf/images_per_s`` and ``..._total``;
 - ``perf/peak_mem_mb``: peak CUDA memory allocated since the last logging step on a GPU, the
@@ -32,6 +33,8 @@ from pytorch_lightning.callbacks import Callback
 #: Model parts whose gradient norms are logged separately (attributes of ``CPCModule``).
 PARTS = ("encoder", "context", "heads")
 #: Metrics also shown in the progress bar, under these short names.
+#: The action Lightning's training loop profiles around each ``next(dataloader)``.
+FETCH_ACTION = "train_dataloader_next"
 PROG_BAR = {
     "perf/audio_s_per_s_total": "audio_s/s",
     "perf/images_per_s_total": "img/s",
@@ -82,6 +85,33 @@ class TrainingHealth(Callback):
         self._last_end: float | None = None
         self._grad: torch.Tensor | None = None
         self._lr: float | None = None
+        self._fetch, self._fetched, self._fetch_start = 0.0, False, 0.0
+
+    # ------------------------------------------------------------------ fetch timing
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Time each ``next(dataloader)`` through the trainer's profiler start/stop calls."""
+        self._fetch = 0.0
+        self._fetched = False
+        profiler = trainer.profiler
+        start, stop = profiler.start, profiler.stop
+
+        def timed_start(action: str) -> None:
+            if action.endswith(FETCH_ACTION):
+                self._fetch_start = time.perf_counter()
+            start(action)
+
+        def timed_stop(action: str) -> None:
+            stop(action)
+            if action.endswith(FETCH_ACTION):
+                self._fetch += time.perf_counter() - self._fetch_start
+                self._fetched = True
+
+        self._profiler = (profiler, start, stop)
+        profiler.start, profiler.stop = timed_start, timed_stop  # type: ignore[method-assign]
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        profiler, start, stop = self._profiler
+        profiler.start, profiler.stop = start, stop  # type: ignore[method-assign]
 
     def _reset(self) -> None:
         self._steps = 0
@@ -95,6 +125,7 @@ class TrainingHealth(Callback):
     def _mark(self, *args: Any) -> None:
         """An epoch starts or validation ended: the wait for the next batch starts now."""
         self._last_end = time.perf_counter()
+        self._fetch, self._fetched = 0.0, False
 
     def _pause(self, *args: Any) -> None:
         """A checkpoint is being written: leave the next step out of the time averages."""
@@ -128,10 +159,12 @@ class TrainingHealth(Callback):
         now = time.perf_counter()
         if self._last_end is not None:
             self._steps += 1
-            self._wait += self._start - self._last_end
+            # the loader's own time when Lightning's fetch hook fired, else the whole gap
+            self._wait += self._fetch if self._fetched else self._start - self._last_end
             self._period += now - self._last_end
             self._count(batch)
         self._last_end = now
+        self._fetch, self._fetched = 0.0, False
         if self._will_log(trainer, stepped=True) and self._steps:
             self._log(trainer, pl_module)
             self._reset()
