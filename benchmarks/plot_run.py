@@ -2,9 +2,9 @@
 
     python benchmarks/plot_run.py <run dir> [--compare <run dir>] --out docs/reading_your_run.png
 
-Panels: ``acc_k`` and ``mi_k`` for a few k (train, and val where logged), the online probe's
-accuracy when present, and the data-loader wait fraction with the audio-seconds per second
-(``--compare``: a second run's, e.g. a loader-bound one, beside the first).
+Panels: ``acc_k`` and ``mi_k`` for a few k (train, and val where logged), and the data-loader
+wait fraction with the audio-seconds per second (``--compare``: a second run's, e.g. a
+loader-bound one, dashed, beside the first).
 """
 
 from __future__ import annotations
@@ -56,31 +56,30 @@ def plot(run: Path, compare: Path | None, out: Path) -> None:
     if n:
         axes[1].axhline(math.log(n + 1), color="grey", ls=":", lw=1)
         axes[1].text(0, math.log(n + 1), f" log(N+1), N={n}", va="bottom", fontsize=8)
-    px, py = series(rows, "val/online_probe_acc")
-    if px:
-        axes[0].plot(px, py, "s-", color="crimson", ms=3, lw=1, label="online probe (val)")
     axes[0].legend(fontsize=7, loc="upper left")
-    _plot_loader(axes[2], rows, run.name)
+    twin = axes[2].twinx()
+    _plot_loader(axes[2], twin, rows, run.name)
     if compare is not None:
-        _plot_loader(axes[2], read_metrics(compare), compare.name, ls="--")
+        _plot_loader(axes[2], twin, read_metrics(compare), compare.name, ls="--")
+    handles = [h for a in (axes[2], twin) for h in a.get_legend_handles_labels()[0]]
+    axes[2].legend(handles=handles, fontsize=7, loc="center right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
 
 
-def _plot_loader(ax, rows: list[dict[str, float]], name: str, ls: str = "-") -> None:
+def _plot_loader(ax, twin, rows: list[dict[str, float]], name: str, ls: str = "-") -> None:
+    """Data-wait fraction (left axis) and audio-seconds per second (right axis) of one run."""
     wx, wy = series(rows, "perf/data_wait_frac")
-    ax.plot(wx, wy, ls, color="tab:orange", lw=1, label=f"data wait fraction ({name})")
+    ax.plot(wx, wy, ls, color="tab:orange", lw=1.2, label=f"data wait fraction, {name}")
     ax.set_ylim(0, 1)
     ax.set_xlabel("step")
+    ax.set_ylabel("data wait fraction", color="tab:orange")
     ax.set_title("data-loader wait vs. throughput")
-    twin = getattr(ax, "_twin", None) or ax.twinx()
-    ax._twin = twin
     tx, ty = series(rows, "perf/audio_s_per_s_total")
-    twin.plot(tx, ty, ls, color="tab:blue", lw=1, label=f"audio-s/s ({name})")
+    twin.plot(tx, ty, ls, color="tab:blue", lw=1, label=f"audio-s/s, {name}")
+    twin.set_ylim(0, None)
     twin.set_ylabel("audio-seconds / s", color="tab:blue")
-    ax.legend(fontsize=7, loc="upper left")
-    twin.legend(fontsize=7, loc="upper right")
 
 
 def _num_negatives(run: Path) -> int | None:
