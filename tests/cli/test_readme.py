@@ -20,6 +20,8 @@ DATASETS = {
     "/path/to/fsdd": "fsdd",
     "/path/to/speech_commands": "speech_commands_subset",
     "/path/to/cifar10": "cifar10_subset",
+    "<LibriSpeech>": "librispeech_sample",
+    "<speechocean762_subset>": "speechocean762_subset",
 }
 
 
@@ -58,6 +60,12 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         *SMALL_STEPS, *SMALL_PROBE, f"hydra.run.dir={run}", env={"CPC_CACHE_DIR": str(cache)}
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = root / "shards"  # what `data.streaming=true data.root=<that dir or URL>` reads
+    prep = run_train(
+        "data=librispeech", f"data.root={SHARED_DATA / 'librispeech_sample'}", f"out={shards}",
+        f"paths.cache_dir={cache}", module="cpc_lightning.prepare",
+    )  # fmt: skip
+    assert prep.returncode == 0, prep.stderr[-3000:]
     out = {k: str(SHARED_DATA / v) for k, v in DATASETS.items()}
     out.update(
         {
@@ -68,6 +76,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "<dir>": str(run),
             "<folder>": str(root / "features"),
             "<partition>": "gpu",
+            "<dir or s3://...>": str(root / "shards_cli"),
+            "<that dir or URL>": str(shards),
             "cache": str(cache),
             "root": str(root),
         }
@@ -92,6 +102,10 @@ def test_readme_command_runs(command: str, places: dict[str, str], tmp_path: Pat
             command = command.replace(placeholder, places[placeholder])
     args = shlex.split(command)[2:]
     module, args = args[0], args[1:]
+    # a search's trial count: 2 trials of 2 steps are enough to show it runs
+    args = [
+        "hydra.sweeper.n_trials=2" if a.startswith("hydra.sweeper.n_trials=") else a for a in args
+    ]
     assert "<" not in " ".join(args), f"unhandled placeholder in: {command}"
     extra: list[str] = []
     if module == "cpc_lightning.train":
