@@ -28,9 +28,11 @@ test: $(STAMP) ## Run the default test suite (slow tests excluded)
 test-all: $(STAMP) ## Run every test, slow ones (DDP, sweeps, kill/resume) included
 	$(PY) -m pytest -q $(ARGS)
 
-bench: $(STAMP) ## Benchmarks: training step, InfoNCE fast path vs. gather reference, data loading, ABX
+bench: $(STAMP) ## Benchmarks: training step (32-true vs bf16-mixed), InfoNCE vs. reference, logging overhead, data loading (files vs shards), ABX
 	$(PY) benchmarks/step.py $(ARGS)
+	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/data.py
+	$(PY) benchmarks/data_streaming.py
 	$(PY) benchmarks/abx.py
 
 probes: $(STAMP) ## Pre-train on the real example sets (DATA=../shared/data; ~30 min on 2 cores), then probes vs. baselines

@@ -3,12 +3,13 @@
 Prints, all measured in this one run on this machine:
 - the fp32 GEMM rate (GFLOP/s) as a yardstick,
 - one full training step (batch 8 x 20480 samples, 512 channels, GRU 256, K = 12, N = 128,
-  Adam): median seconds per step and audio-seconds per second,
+  Adam): median seconds per step and audio-seconds per second, in ``32-true`` and under CPU
+  bf16 autocast (``bf16-mixed``), passes interleaved, and the ratio,
 - the InfoNCE alone, "score first, gather second" vs. a reference that gathers the negative
   vectors ``(M, N, D)`` before scoring: time and peak-memory ratios,
 - the profiler's top operators of one step.
 
-Usage: ``python benchmarks/step.py [--threads 2] [--repeats 5] [--batch 8] [--channels 512]``
+Usage: ``python benchmarks/step.py [--threads 2] [--repeats 5] [--passes 3] [--channels 512]``
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cpc_lightning.model.heads import PredictionHeads
 from cpc_lightning.model.infonce import info_nce
 from cpc_lightning.model.module import CPCModule
 from cpc_lightning.model.negatives import NegativeSampler
+from cpc_lightning.training.environment import native_bf16_cpu
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -52,22 +54,42 @@ def paper_model(channels: int, k: int = 12, n: int = 128) -> CPCModule:
     )
 
 
-def time_steps(model: CPCModule, batch: dict, repeats: int) -> list[float]:
+def make_step(model: CPCModule, batch: dict, bf16: bool = False):
+    """One optimiser step as Lightning runs it (``bf16``: under CPU bf16 autocast, as
+    ``trainer.precision=bf16-mixed`` does; parameters and Adam stay fp32)."""
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
 
     def step() -> None:
-        out = model.compute_loss(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.compute_loss(batch)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
 
-    for _ in range(2):
+    return step
+
+
+def time_steps(step, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
         step()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
+    return times
+
+
+def precision_passes(model: CPCModule, batch: dict, repeats: int, passes: int):
+    """Seconds per step for 32-true and bf16-mixed, ``passes`` interleaved passes of each (the
+    machine's load drifts: interleaving gives both the same conditions)."""
+    steps = {"32-true": make_step(model, batch), "bf16-mixed": make_step(model, batch, True)}
+    for step in steps.values():
+        time_steps(step, 0, warmup=2)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(passes):
+        for name, step in steps.items():
+            times[name] += time_steps(step, repeats, warmup=1)
     return times
 
 
@@ -151,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=3, help="interleaved fp32/bf16 passes")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--window", type=int, default=20480)
     parser.add_argument("--channels", type=int, default=512)
@@ -165,12 +188,13 @@ def main() -> None:
         "x": torch.randn(args.batch, 1, args.window),
         "mask": torch.ones(args.batch, args.window, dtype=torch.bool),
     }
-    times = time_steps(model, batch, args.repeats)
+    by_precision = precision_passes(model, batch, args.repeats, args.passes)
+    times = by_precision["32-true"]
     med = statistics.median(times)
     audio_s = args.batch * args.window / 16000
     flops = step_flops(args.channels, args.batch, args.window)
 
-    print(f"# cpc_lightning benchmark: torch {torch.__version__}, {args.threads} threads, fp32")
+    print(f"# cpc_lightning benchmark: torch {torch.__version__}, {args.threads} threads")
     print(f"fp32 GEMM (2048^3)            : {rate:8.1f} GFLOP/s")
     print(
         f"train step (B={args.batch}, L={args.window}, C={args.channels}, GRU 256, K=12, N=128, "
@@ -184,6 +208,15 @@ def main() -> None:
         f"  model GFLOP / step (approx.): {flops / 1e9:8.1f} -> {flops / med / 1e9:.1f} GFLOP/s "
         f"= {100 * flops / med / 1e9 / rate:.0f} % of the GEMM rate"
     )
+    bf16 = statistics.median(by_precision["bf16-mixed"])
+    print(
+        f"precision, same step, {args.passes} interleaved passes x {args.repeats} steps "
+        f"(CPU native bf16: {native_bf16_cpu() or 'none'}):"
+    )
+    for name, ts in by_precision.items():
+        m = statistics.median(ts)
+        print(f"  {name:<12}: median {m:.3f} s/step, {audio_s / m:6.2f} audio-s/s")
+    print(f"  bf16-mixed speed-up over 32-true: x{med / bf16:.2f}")
 
     fast_t, fast_m = infonce_in_subprocess("fast", args)
     ref_t, ref_m = infonce_in_subprocess("gather", args)
@@ -204,19 +237,13 @@ def main() -> None:
     if not args.no_profile:
         from torch.profiler import ProfilerActivity, profile
 
-        opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-
-        def one_step() -> None:
-            out = model.compute_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-
-        one_step()  # Adam creates its state on the first step: profile a steady-state one
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            one_step()
-        print("profiler, one step, top ops by self CPU time:")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+        for name, bf in (("32-true", False), ("bf16-mixed", True)):
+            one_step = make_step(model, batch, bf)
+            one_step()  # Adam creates its state on the first step: profile a steady-state one
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                one_step()
+            print(f"profiler, one {name} step, top ops by self CPU time:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
 def step_flops(c: int, b: int, length: int) -> float:

@@ -13,6 +13,7 @@ from omegaconf import open_dict
 from cpc_lightning.build import build_model
 from cpc_lightning.data import TASKS, DataModule
 from cpc_lightning.data.audio.frames import LABEL_HOP
+from cpc_lightning.training.environment import choose_precision
 
 
 def options(group: str) -> list[str]:
@@ -112,7 +113,8 @@ def test_trainer_presets_instantiate(option, tmp_path):
         if cfg.trainer.accelerator == "gpu":  # no GPU in CI: the preset must still compose
             cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 1
             cfg.trainer.precision = "32-true"
-    trainer = instantiate(cfg.trainer, logger=False)
+    precision = choose_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # as train does
+    trainer = instantiate(cfg.trainer, logger=False, precision=precision)
     assert trainer.max_steps == cfg.trainer.max_steps
 
 
@@ -131,7 +133,7 @@ def test_callbacks_instantiate(option, tmp_path):
     cfg = make_cfg([f"callbacks={option}"], tmp_path)
     made = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     assert all(isinstance(cb, pl.Callback) for cb in made)
-    assert len(made) == {"none": 0, "default": 2, "online_probe": 3}[option]
+    assert len(made) == {"none": 0, "default": 3, "online_probe": 4}[option]
 
 
 @pytest.mark.parametrize("option", options("probe"))
@@ -151,6 +153,20 @@ def test_debug_overlays_compose(option, tmp_path):
     assert cfg.probe.enabled is False and cfg.trainer.max_steps <= 200
 
 
+@pytest.mark.parametrize("option", options("hparams_search"))
+def test_hparams_search_overlays_compose_with_their_sweeper(option):
+    from helpers import compose_entry
+
+    cfg = compose_entry("train", [f"hparams_search={option}"], hydra=True)
+    assert "optuna" in cfg.hydra.sweeper._target_.lower()
+    assert set(cfg.hydra.sweeper.params) == {
+        "model.optimizer.lr",
+        "model.prediction_steps",
+        "negatives.num_negatives",
+    }
+    assert cfg.optimized_metric == "val/online_probe_acc" and "online_probe" in cfg.callbacks
+
+
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiments_build(option, tmp_path):
     cfg = make_cfg([f"experiment={option}", "data.root=/nonexistent"], tmp_path)
@@ -166,6 +182,9 @@ DOCUMENTED = [
     "evaluate.yaml",
     "extract.yaml",
     "convert.yaml",
+    "prepare.yaml",
+    "hparams_search/optuna.yaml",
+    "trainer/cpu.yaml",
     "data/base/audio.yaml",
     "data/librispeech.yaml",
     "data/audio_folder.yaml",

@@ -31,6 +31,24 @@ def build_parts(cfg: DictConfig, num_sets: int | None = None) -> dict[str, Any]:
     return parts
 
 
+#: Keys of an audio data config that the streaming DataModule takes (the rest, the layout's, were
+#: applied by ``prepare``).
+STREAMING_KEYS = (
+    "root", "sample_rate", "window", "windows_per_utterance", "short", "batch_size",
+    "num_workers", "sampler", "seed", "cache_dir", "augment", "augment_params", "drop_last",
+)  # fmt: skip
+
+
+def build_datamodule(data: DictConfig) -> Any:
+    """The DataModule of ``cfg.data``; ``data.streaming=true``: read prepared shards instead."""
+    with user_errors("data"):
+        if not data.get("streaming", False):
+            return instantiate(data)
+        from cpc_lightning.data.audio.streaming import StreamingAudioDataModule
+
+        return StreamingAudioDataModule(**{k: data[k] for k in STREAMING_KEYS if k in data})
+
+
 def build_model(cfg: DictConfig) -> CPCModule:
     """A fresh :class:`CPCModule` from a composed config."""
     parts = build_parts(cfg)

@@ -108,7 +108,7 @@ def _write(
     files: list[str] = []
     dims: dict[str, int] = {}
     with torch.no_grad():
-        for idx, wav in length_batches(records, load, int(cfg.batch_size)):
+        for idx, wav in length_batches(records, load, int(cfg.batch_size), "extract"):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 outputs = _outputs(model, wav.unsqueeze(1).to(device), settings, cfg.get("layers"))
             for folder, feats in outputs.items():

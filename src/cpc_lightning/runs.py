@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cpc_lightning.build import build_model
+from cpc_lightning.build import build_datamodule, build_model
 from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.model.module import CPCModule
 
@@ -209,8 +208,8 @@ def data_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
 
 def open_data(cfg: DictConfig, run_cfg: DictConfig) -> Any:
     """The DataModule to evaluate on (the run's data unless ``data=`` says otherwise), set up."""
+    datamodule = build_datamodule(data_config(cfg, run_cfg))
     with user_errors("data"):
-        datamodule = instantiate(data_config(cfg, run_cfg))
         datamodule.prepare_data()
         datamodule.setup("fit")
     return datamodule

@@ -21,12 +21,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cpc_lightning.build import build_model
+from cpc_lightning.build import build_datamodule, build_model
 from cpc_lightning.errors import UserError, check_data_fits_model, exit_with, user_errors
 from cpc_lightning.eval.probes import end_of_training_probes
 from cpc_lightning.runs import RESOLVED_CONFIG, resolve_ckpt_path, resume_config, weights_tag
 from cpc_lightning.training import wandb as wandb_setup
 from cpc_lightning.training.checkpointing import save_final_checkpoint
+from cpc_lightning.training.environment import choose_precision, run_environment
 from cpc_lightning.training.final_step import FinalStep
 from cpc_lightning.training.loggers import build_callbacks, build_loggers, in_multirun
 
@@ -55,8 +56,8 @@ def run_setup(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit CPC as configured; return the final metrics (and the probe table if run)."""
     pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data)
     with user_errors("data"):
-        datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = build_model(cfg)
@@ -77,9 +78,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             callbacks=[*build_callbacks(cfg), FinalStep()],
             logger=loggers or False,
             use_distributed_sampler=not datamodule.handles_distributed,
+            precision=choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator)),
         )
-    for lg in loggers:
-        lg.log_hyperparams({"setup": setup})  # nested: must not shadow W&B's resolved config
+    environment = run_environment(trainer)
+    for lg in loggers:  # nested: must not shadow W&B's resolved config
+        lg.log_hyperparams({"setup": setup, "environment": environment})
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -88,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result: dict[str, Any] = {"setup": setup, "metrics": metrics, "global_step": global_step}
+    result["environment"] = environment
     if cfg.probe.enabled and trainer.is_global_zero:
         table = end_of_training_probes(
             cfg, model, initial, datamodule, weights_tag(last), trainer.loggers

@@ -48,3 +48,22 @@ def test_layer_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="layers=all writes every layer: drop layer=0"):
         extract(compose_entry("extract", [*base, "layers=all", "layer=0"]))
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("mode", ["bar", "log"])
+def test_extract_shows_progress_with_a_time_estimate(tmp_path: Path, mode: str) -> None:
+    from helpers import run_train
+
+    run = make_run(tmp_path)
+    env = {"CPC_PROGRESS": mode, "CPC_PROGRESS_EVERY": "0"}  # log: a line per batch here
+    proc = run_train(
+        f"run_dir={run}", f"out={tmp_path / 'feats'}", "batch_size=2",
+        module="cpc_lightning.extract", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n = json.loads((tmp_path / "feats" / "features.json").read_text())["num_files"]
+    if mode == "bar":  # tqdm on stderr: count, total and the remaining-time estimate
+        assert f"/{n}" in proc.stderr and "utt" in proc.stderr and "<" in proc.stderr
+    else:  # no terminal: log lines with count, rate and ETA
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "extract:" in ln]
+        assert len(lines) >= 2 and f"/{n} utt" in lines[-1] and "ETA" in lines[0]

@@ -21,6 +21,8 @@ DATASETS = {
     "/path/to/speech_commands": "speech_commands_subset",
     "/path/to/cifar10": "cifar10_subset",
     "/path/to/timit": "timit_sample",
+    "<LibriSpeech>": "librispeech_sample",
+    "<speechocean762_subset>": "speechocean762_subset",
 }
 CPC_AUDIO_RUN = SHARED_FIXTURES / "cpc_audio" / "train_run"
 
@@ -68,6 +70,12 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         env={"CPC_CACHE_DIR": str(cache)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = root / "shards"  # what `data.streaming=true data.root=<that dir or URL>` reads
+    prep = run_train(
+        "data=librispeech", f"data.root={SHARED_DATA / 'librispeech_sample'}", f"out={shards}",
+        f"paths.cache_dir={cache}", module="cpc_lightning.prepare",
+    )  # fmt: skip
+    assert prep.returncode == 0, prep.stderr[-3000:]
     out = {k: str(SHARED_DATA / v) for k, v in DATASETS.items()}
     out.update(
         {
@@ -81,6 +89,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "<partition>": "gpu",
             "/path/to/CPC_audio/run": str(CPC_AUDIO_RUN),
             "<converted run dir>": str(converted),
+            "<dir or s3://...>": str(root / "shards_cli"),
+            "<that dir or URL>": str(shards),
             "cache": str(cache),
             "root": str(root),
         }
@@ -105,6 +115,10 @@ def test_readme_command_runs(command: str, places: dict[str, str], tmp_path: Pat
             command = command.replace(placeholder, places[placeholder])
     args = shlex.split(command)[2:]
     module, args = args[0], args[1:]
+    # a search's trial count: 2 trials of 2 steps are enough to show it runs
+    args = [
+        "hydra.sweeper.n_trials=2" if a.startswith("hydra.sweeper.n_trials=") else a for a in args
+    ]
     assert "<" not in " ".join(args), f"unhandled placeholder in: {command}"
     extra: list[str] = []
     if module == "cpc_lightning.evaluate":

@@ -28,3 +28,19 @@ class RankStateDump(Callback):
             k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()
         }
         torch.save(state, self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+class BatchIndexLog(Callback):
+    """Append ``{"step": global_step, "index": [...]}`` per training batch to a JSON-lines file:
+    which utterances each step trained on (``+callbacks.batch_log._target_=helpers.callbacks.
+    BatchIndexLog +callbacks.batch_log.path=<file>``)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import json
+
+        with open(self.path, "a") as fh:
+            index = batch["index"].tolist()
+            fh.write(json.dumps({"step": trainer.global_step, "index": index}) + "\n")

@@ -40,3 +40,24 @@ def test_frame_mask():
     mask[1, 500:] = False
     fm = frame_mask(mask, 5, 160)
     assert fm.tolist() == [[True] * 5, [True, True, True, False, False]]
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_bf16_autocast_runs_the_stack_in_bf16_close_to_fp32(norm):
+    torch.manual_seed(0)
+    enc = Conv1dEncoder(hidden_dim=64, out_dim=48, norm=norm)
+    x = torch.randn(2, 1, 3200)
+    ref = enc(x)
+    ref.square().mean().backward()
+    ref_grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = enc(x)
+    assert z.dtype == torch.bfloat16  # no fp32 round trips between layers
+    z.float().square().mean().backward()
+    torch.testing.assert_close(z.float(), ref, atol=0.1, rtol=0.05)
+    for p, g in zip(enc.parameters(), ref_grads, strict=True):
+        assert p.grad.dtype == torch.float32  # parameters and their gradients stay fp32
+        if g.norm() < 1e-6:  # a conv bias before BatchNorm: its true gradient is 0
+            continue
+        assert torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0) > 0.98

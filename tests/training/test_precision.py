@@ -15,7 +15,7 @@ TINY = tiny("model.prediction_steps=2")
 @pytest.mark.parametrize(
     ("preset", "expected"),
     [
-        ("cpu", {"accelerator": "cpu", "devices": 1, "precision": "32-true"}),
+        ("cpu", {"accelerator": "cpu", "devices": 1, "precision": "auto"}),
         ("gpu", {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed"}),
         ("ddp", {"accelerator": "gpu", "devices": 8, "num_nodes": 1}),
         ("ddp_sim", {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}),

@@ -216,3 +216,60 @@ def test_resume_dir_uses_the_saved_config(tmp_path):
     assert steps_with(rows, "train/loss") == list(range(6))
     saved = (run_dir / "config_resolved.yaml").read_text()
     assert "hidden_dim: 16" in saved and "max_steps: 6" in saved
+
+
+def _batch_log(path: Path) -> dict[int, list[int]]:
+    import json
+
+    out = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = row["index"]
+    return out
+
+
+@pytest.mark.slow
+def test_streaming_run_resumes_mid_epoch_on_the_same_batches(tmp_path):
+    pytest.importorskip("litdata", reason="pip install -e '.[streaming]'")
+    corpus = [
+        "data.synthetic.num_speakers=3",
+        "data.synthetic.utterances_per_speaker=12",
+        "data.synthetic.min_seconds=0.5",
+        "data.synthetic.max_seconds=0.8",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    shards = tmp_path / "shards"
+    prep = run_train(*corpus, f"out={shards}", module="cpc_lightning.prepare")
+    assert prep.returncode == 0, prep.stderr[-4000:]
+    import json
+
+    manifest = json.loads((shards / "cpc_manifest.json").read_text())
+    per_epoch = len(manifest["splits"]["train"]) // 4  # batches of 4, the last short one dropped
+    steps, stop = 12, 3
+    assert stop < per_epoch < steps  # stop mid-epoch 0, finish in epoch 1
+    common = [
+        *tiny("model.prediction_steps=2", "data.window=3200", drop=("trainer.max_steps",)),
+        *corpus,
+        "data.streaming=true",
+        f"+data.root={shards}",
+        "trainer.val_check_interval=4",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "+callbacks.batch_log._target_=helpers.callbacks.BatchIndexLog",
+    ]
+    straight = run_train(
+        *common, f"trainer.max_steps={steps}", f"+callbacks.batch_log.path={tmp_path / 'a.jsonl'}",
+        f"hydra.run.dir={tmp_path / 'a'}",
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-4000:]
+    part = [*common, f"+callbacks.batch_log.path={tmp_path / 'b.jsonl'}"]
+    first = run_train(*part, f"trainer.max_steps={stop}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert first.returncode == 0, first.stderr[-4000:]
+    rest = run_train(
+        *part, f"trainer.max_steps={steps}", f"hydra.run.dir={tmp_path / 'b'}", "ckpt_path=last"
+    )
+    assert rest.returncode == 0, rest.stderr[-4000:]
+    a, b = _batch_log(tmp_path / "a.jsonl"), _batch_log(tmp_path / "b.jsonl")
+    assert sorted(a) == sorted(b) == list(range(steps))
+    assert a == b  # the resumed run trains step k on the batch the straight run did
+    epoch0 = [i for s in range(per_epoch) for i in a[s]]
+    assert len(set(epoch0)) == len(epoch0) == 4 * per_epoch  # no utterance twice in an epoch

@@ -134,3 +134,27 @@ def test_multirun_failed_point_is_recorded_and_others_finish(tmp_path):
     assert all(r["status"] == "failed" for r in by_k["0"])
     assert all("model.prediction_steps=0" in r["error"] for r in by_k["0"])
     assert "**FAILED**" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_its_trials_and_writes_the_summary(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[search]'")
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        *TINY,
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = read_csv(sweep / "summary.csv")
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert 1e-5 <= float(r["model.optimizer.lr"]) <= 2e-3
+        assert int(r["model.prediction_steps"]) in (4, 8, 12)
+        assert 0.0 <= float(r["val/online_probe_acc"]) <= 1.0
+    assert (sweep / "summary.png").stat().st_size > 0
+    assert "best_value" in (sweep / "optimization_results.yaml").read_text()

@@ -8,6 +8,7 @@ source computes 39-d MFCCs on the label-frame grid. Audio utterances of equal le
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from cpc_lightning.data.audio.frames import HOP_SECONDS, LABEL_HOP
 from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.eval.tasks import Split, task_rows
+from cpc_lightning.progress import Progress, track
 
 LABELS = {
     "cpc": "CPC (trained)",
@@ -47,20 +49,31 @@ def device_of(name: str) -> torch.device:
 
 
 def length_batches(
-    records: Sequence[Any], load: Callable[[Any], torch.Tensor], batch_size: int
+    records: Sequence[Any],
+    load: Callable[[Any], torch.Tensor],
+    batch_size: int,
+    desc: str | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """``(indices, (B, L) waveforms)`` grouping utterances of equal length (no padding, exact)."""
-    groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
-    for i, rec in enumerate(records):
-        wav = load(rec).float().reshape(-1)
-        g = groups.setdefault(len(wav), [])
-        g.append((i, wav))
-        if len(g) >= batch_size:
-            yield [j for j, _ in g], torch.stack([w for _, w in g])
-            groups[len(wav)] = []
-    for g in groups.values():
-        if g:
-            yield [j for j, _ in g], torch.stack([w for _, w in g])
+    """``(indices, (B, L) waveforms)`` grouping utterances of equal length (no padding, exact).
+
+    Records are read in order of ``num_samples``, so equal lengths are neighbours and only one
+    group is held in memory. ``desc``: show progress (utterances done) under that name.
+    """
+    order = sorted(range(len(records)), key=lambda i: int(getattr(records[i], "num_samples", 0)))
+    group: list[tuple[int, torch.Tensor]] = []
+    with Progress(desc or "", len(records), "utt") if desc else nullcontext() as progress:
+        for i in order:
+            wav = load(records[i]).float().reshape(-1)
+            if group and (len(wav) != len(group[0][1]) or len(group) >= batch_size):
+                yield [j for j, _ in group], torch.stack([w for _, w in group])
+                if progress is not None:
+                    progress.update(len(group))
+                group = []
+            group.append((i, wav))
+        if group:
+            yield [j for j, _ in group], torch.stack([w for _, w in group])
+            if progress is not None:
+                progress.update(len(group))
 
 
 def select(items: Sequence[Any], cap: int | None, seed: int) -> list[Any]:
@@ -109,12 +122,19 @@ def frame_rate(source: Source, sample_rate: int) -> float:
 
 @torch.no_grad()
 def utterance_features(
-    source: Source, datamodule: Any, records: Sequence[Any], settings: EvalSettings
+    source: Source,
+    datamodule: Any,
+    records: Sequence[Any],
+    settings: EvalSettings,
+    desc: str | None = None,
 ) -> list[torch.Tensor]:
-    """Frame features ``(T_i, D)`` of each record (in order), from one source (CPU, float32)."""
+    """Frame features ``(T_i, D)`` of each record (in order), from one source (CPU, float32).
+
+    ``desc``: show progress under that name."""
     out: list[torch.Tensor | None] = [None] * len(records)
     with _Featurizer(source, settings, int(datamodule.sample_rate)) as featurize:
-        for idx, wav in length_batches(records, datamodule.load, settings.extract_batch):
+        batches = length_batches(records, datamodule.load, settings.extract_batch, desc)
+        for idx, wav in batches:
             feats = featurize(wav if source.model is None else wav.unsqueeze(1))
             for j, i in enumerate(idx):
                 out[i] = feats[j]
@@ -139,7 +159,9 @@ def audio_task_features(
     """Rows and labels per task for one split of an audio DataModule, from one source."""
     records = split_records(datamodule, split, settings, seed)
     how = "meanstd" if source.model is None else settings.pool
-    feats = utterance_features(source, datamodule, records, settings)
+    feats = utterance_features(
+        source, datamodule, records, settings, f"features {source.name} {split}"
+    )
     out: dict[str, Split] = {}
     for task in tasks:
         xs, ys = [], []
@@ -162,8 +184,9 @@ def image_class_features(
         raise ValueError("image runs have no MFCC baseline")
     cap = settings.max_train_items if split == "train" else settings.max_test_items
     xs, ys, seen = [], [], 0
+    loader = datamodule.feature_loader(split, batch_size=max(settings.extract_batch, 1))
     with _Featurizer(source, settings, 0) as featurize:
-        for batch in datamodule.feature_loader(split, batch_size=max(settings.extract_batch, 1)):
+        for batch in track(loader, f"features {source.name} {split}", unit="batch"):
             f = featurize(batch["x"]).mean((1, 2))  # (B, H, W, D) -> (B, D)
             xs.append(f)
             ys.append(batch["label"].long())

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cpc_lightning.eval.tasks import Split
+from cpc_lightning.progress import track
 
 
 @dataclass
@@ -66,7 +67,7 @@ def fit_probe(
     )
     steps_per_epoch = max(1, (len(xtr) + batch_size - 1) // batch_size)
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    _train(probe, xtr, ytr, epochs, lr, weight_decay, batch_size, gen)
+    _train(probe, xtr, ytr, epochs, lr, weight_decay, batch_size, gen, desc=f"probe {task}")
     result = _score(task, probe, (xtr, ytr), (xte, yte), k)
     result.settings = dict(
         probe="linear" if hidden <= 0 else f"mlp(hidden={hidden}) - NOT linear",
@@ -91,13 +92,14 @@ def _train(
     weight_decay: float,
     batch_size: int,
     gen: torch.Generator,
+    desc: str = "probe",
 ) -> None:
     """Adam + cosine schedule over ``epochs`` of shuffled mini-batches (in place)."""
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(x)
     steps_per_epoch = max(1, (n + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    for _ in range(epochs):
+    for _ in track(range(epochs), desc, unit="epoch"):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]

@@ -94,8 +94,14 @@ class AudioDataModule(pl.LightningDataModule):
         resample_cache: bool = True,
         num_phones: int | None = None,
         drop_last: bool = True,
+        streaming: bool = False,
     ) -> None:
         super().__init__()
+        if streaming:
+            raise ValueError(
+                "data.streaming=true is read by cpc_lightning.build.build_datamodule (prepared "
+                "shards), not by the file-based DataModules"
+            )
         if short not in ("pad", "skip"):
             raise ValueError(f"data.short must be 'pad' or 'skip', got {short!r}")
         self.batch_size = check_sampler(

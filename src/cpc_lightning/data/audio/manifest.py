@@ -24,6 +24,7 @@ import soundfile as sf
 
 from cpc_lightning.data import IGNORE_INDEX
 from cpc_lightning.data.paths import require_dir
+from cpc_lightning.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def _probe_all(
     files: dict[str, FileInfo] = {}
     corrupt: dict[str, list[Any]] = {}
     probed = 0
-    for rel, (mtime, size) in sorted(stats.items()):
+    for rel, (mtime, size) in track(sorted(stats.items()), f"manifest {root}", unit="file"):
         prev = old_files.get(rel)
         if prev is not None and prev[0] == mtime and prev[1] == size:
             files[rel] = prev

@@ -17,6 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from cpc_lightning.data.audio.manifest import Utterance
+from cpc_lightning.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def build_resample_cache(
         tmp = target.with_name(target.stem + f".{os.getpid()}.tmp.npy")
         pack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total,))
         offset = 0
-        for r in todo:
+        for r in track(todo, f"resampling to {sample_rate} Hz", unit="file"):
             try:
                 wav = reader.load(r).numpy()
             except Exception as err:  # noqa: BLE001 - the loader warns when it meets it

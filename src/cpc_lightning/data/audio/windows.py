@@ -21,6 +21,53 @@ def seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
+def window_start(
+    num_samples: int, window: int, seed: int, epoch: int, index: int, train: bool
+) -> int:
+    """Start (a multiple of 160) of the window of dataset item ``index``: drawn from
+    (seed, epoch, index) in training, from (seed, index) only for evaluation; 0 if it is short."""
+    slots = (num_samples - window) // LABEL_HOP
+    if slots <= 0:
+        return 0
+    parts = (seed, epoch, index) if train else (seed, 7919, index)
+    return LABEL_HOP * int(np.random.default_rng(seed_of(*parts)).integers(0, slots + 1))
+
+
+def window_item(
+    rec: Utterance,
+    utterance: int,
+    start: int,
+    window: int,
+    real: torch.Tensor,
+    augment: Any | None = None,
+    augment_seed: int | None = None,
+) -> dict[str, torch.Tensor | int]:
+    """One batch item from ``real`` (the samples ``[start, start + window)`` that exist): the
+    zero-padded window ``x (1, window)``, ``mask``, frame ``phones`` and the utterance labels.
+    ``augment`` runs with a generator seeded by ``augment_seed``."""
+    x = torch.zeros(window, dtype=torch.float32)
+    mask = torch.zeros(window, dtype=torch.bool)
+    n = min(real.numel(), window)
+    if n and augment is not None:
+        gen = torch.Generator().manual_seed(int(augment_seed or 0))
+        real = augment(real[:n], gen)
+    x[:n] = real[:n]
+    mask[:n] = True
+    nf = window // LABEL_HOP
+    phones = torch.full((nf,), IGNORE_INDEX, dtype=torch.int64)
+    if rec.phones is not None:
+        seg = rec.phones[start // LABEL_HOP : start // LABEL_HOP + nf]
+        phones[: len(seg)] = torch.from_numpy(seg.astype(np.int64))
+    return {
+        "x": x.unsqueeze(0),
+        "mask": mask,
+        "speaker": rec.speaker_index,
+        "phones": phones,
+        "label": rec.label_index,
+        "index": utterance,
+    }
+
+
 class WindowDataset(Dataset):
     """Random ``window``-sample crops, ``windows_per_utterance`` per utterance per epoch.
 
@@ -74,18 +121,12 @@ class WindowDataset(Dataset):
     def start_of(self, index: int) -> int:
         """Window start (multiple of 160) for dataset item ``index`` at the current epoch."""
         rec = self.records[self.utterance_of(index)]
-        slots = (rec.num_samples - self.window) // LABEL_HOP
-        if slots <= 0:
-            return 0
-        parts = (self.seed, self.epoch, index) if self.train else (self.seed, 7919, index)
-        return LABEL_HOP * int(np.random.default_rng(seed_of(*parts)).integers(0, slots + 1))
+        return window_start(rec.num_samples, self.window, self.seed, self.epoch, index, self.train)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         u = self.utterance_of(index)
         rec = self.records[u]
         start = self.start_of(index)
-        x = torch.zeros(self.window, dtype=torch.float32)
-        mask = torch.zeros(self.window, dtype=torch.bool)
         try:
             real = self.reader.window(rec, start, self.window)
         except Exception as err:  # noqa: BLE001 - a file broken after indexing: keep training
@@ -95,22 +136,7 @@ class WindowDataset(Dataset):
                     f"could not read {rec.path}: {err}; using silence", AudioDataWarning, 2
                 )
             real = torch.zeros(0)
-        n = min(real.numel(), self.window)
-        if n and self.augment is not None and self.train:
-            gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, index, 1))
-            real = self.augment(real[:n], gen)
-        x[:n] = real[:n]
-        mask[:n] = True
-        nf = self.window // LABEL_HOP
-        phones = torch.full((nf,), IGNORE_INDEX, dtype=torch.int64)
-        if rec.phones is not None:
-            seg = rec.phones[start // LABEL_HOP : start // LABEL_HOP + nf]
-            phones[: len(seg)] = torch.from_numpy(seg.astype(np.int64))
-        return {
-            "x": x.unsqueeze(0),
-            "mask": mask,
-            "speaker": rec.speaker_index,
-            "phones": phones,
-            "label": rec.label_index,
-            "index": u,
-        }
+        augment = self.augment if self.train else None
+        return window_item(
+            rec, u, start, self.window, real, augment, seed_of(self.seed, self.epoch, index, 1)
+        )

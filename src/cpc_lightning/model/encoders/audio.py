@@ -12,22 +12,24 @@ from cpc_lightning.model.encoders.norms import AUDIO_NORMS, make_norm
 
 
 class _ShiftAdd(torch.autograd.Function):
-    """``y (B, T+1, 2, O) -> y[:, :-1, 0] + y[:, 1:, 1]`` with a backward that writes each
-    gradient element once (autograd's slice backward zero-fills two full-size buffers)."""
+    """``(y (B, T+1, 2, O), bias (O,)) -> y[:, :-1, 0] + y[:, 1:, 1] + bias`` in one output buffer,
+    with a backward that writes each gradient element once (autograd's slice backward zero-fills
+    two full-size buffers). Large activations are memory-bound on CPU: every pass saved counts."""
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.shape = y.shape
-        return torch.add(y[:, :-1, 0], y[:, 1:, 1])
+        out = torch.add(y[:, :-1, 0], y[:, 1:, 1])
+        return out.add_(bias.to(out.dtype))
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
         grad = g.new_empty(ctx.shape)
         grad[:, :-1, 0] = g
         grad[:, -1, 0] = 0
         grad[:, 1:, 1] = g
         grad[:, 0, 1] = 0
-        return grad
+        return grad, g.sum((0, 1), dtype=torch.float32)
 
 
 class StridedConv(nn.Module):
@@ -59,8 +61,8 @@ class StridedConv(nn.Module):
         blocks = x.reshape(b, t + 1, s * c)
         # weight (O, C, 2, s) -> rows (j, c), columns (half, o)
         w = self.weight.view(self.out_channels, c, 2, s).permute(3, 1, 2, 0).reshape(s * c, -1)
-        y = torch.matmul(blocks, w).view(b, t + 1, 2, self.out_channels)
-        return _ShiftAdd.apply(y) + self.bias
+        y = torch.matmul(blocks, w.to(x.dtype)).view(b, t + 1, 2, self.out_channels)
+        return _ShiftAdd.apply(y, self.bias)
 
 
 class Conv1dEncoder(nn.Module):
@@ -98,7 +100,11 @@ class Conv1dEncoder(nn.Module):
         channels = in_channels
         for i, (k, s, p) in enumerate(zip(kernels, strides, paddings, strict=True)):
             out = out_dim if i == len(kernels) - 1 else hidden_dim
-            layers += [StridedConv(channels, out, k, s, p), make_norm(norm, out), nn.ReLU()]
+            layers += [
+                StridedConv(channels, out, k, s, p),
+                make_norm(norm, out),
+                nn.ReLU(inplace=True),
+            ]
             channels = out
         self.net = nn.Sequential(*layers)
         self.kernels, self.strides, self.paddings = kernels, strides, paddings
@@ -138,7 +144,22 @@ class Conv1dEncoder(nn.Module):
             # per-frame LayerNorm turns z into a constant and InfoNCE sits at log(N + 1).
             var, mean = torch.var_mean(x, dim=1, keepdim=True)
             x = (x - mean) * torch.rsqrt(var + 1e-7)
-        return self.net(x)
+        lowp = autocast_lowp_dtype(x.device.type)
+        if lowp is None:
+            return self.net(x)
+        # Mixed precision: the whole stack on bf16 activations (parameters cast per use, norms
+        # accumulate in fp32 inside the kernel). Autocast would run each norm in fp32 and cast
+        # every activation back and forth: most of a CPU bf16 step went to those copies.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.net(x.to(lowp))
+
+
+def autocast_lowp_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype when autocast is on for ``device_type`` with bfloat16, else None."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype == torch.bfloat16 else None
 
     def _forward_padded(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         blocks = [self.net[i : i + 3] for i in range(0, len(self.net), 3)]  # conv, norm, ReLU

@@ -34,11 +34,13 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=1)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
+        # statistics in float32; the output keeps the input's dtype (the bf16 encoder path)
+        h = x.float()
+        var, mean = torch.var_mean(h, dim=-1, keepdim=True, correction=1)
+        h = (h - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            x = x * self.weight + self.bias
-        return x
+            h = h * self.weight + self.bias
+        return h.to(x.dtype)
 
 
 class ChannelsLastBatchNorm(nn.BatchNorm1d):

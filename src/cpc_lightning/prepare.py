@@ -1,0 +1,74 @@
+"""``python -m cpc_lightning.prepare data=<audio option> out=<dir or URL>``: streaming shards.
+
+Reads the corpus once with the file-based DataModule of ``data`` (its layout, labels, split and
+resampling), then writes it with litdata (:mod:`cpc_lightning.data.audio.streaming`). Train from
+it with ``data=<same option> data.streaming=true data.root=<out>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cpc_lightning.data.audio.streaming import is_url, require_litdata, write_shards
+from cpc_lightning.errors import UserError, exit_with, user_errors
+
+log = logging.getLogger("cpc_lightning.prepare")
+
+
+def prepare(cfg: DictConfig) -> dict[str, Any]:
+    """Write the shards of ``cfg.data`` to ``cfg.out``; return the manifest."""
+    if not cfg.get("out"):
+        raise UserError("out is required: out=<folder or object-store URL> for the shards")
+    if cfg.data.get("modality", "audio") != "audio" and "window" not in cfg.data:
+        raise UserError(f"data={cfg.data.get('_target_')}: prepare writes audio corpora only")
+    if cfg.data.get("streaming"):
+        raise UserError("data.streaming=true: prepare reads the original files; drop it here")
+    require_litdata()
+    out = str(cfg.out) if is_url(str(cfg.out)) else hydra.utils.to_absolute_path(str(cfg.out))
+    with user_errors("data"):
+        datamodule = instantiate(cfg.data)
+        if getattr(datamodule, "modality", None) != "audio":
+            raise UserError(f"data={type(datamodule).__name__}: prepare writes audio corpora only")
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    start = time.perf_counter()
+    source = OmegaConf.to_container(cfg.data, resolve=True)
+    manifest = write_shards(
+        datamodule,
+        out,
+        num_workers=int(cfg.num_workers),
+        chunk_bytes=str(cfg.chunk_bytes),
+        dtype=str(cfg.dtype),
+        source=source,
+    )
+    counts = {s: len(v) for s, v in manifest["splits"].items()}
+    log.info(
+        "wrote %s utterances (train %d, test %d) to %s in %.1f s; train with "
+        "data.streaming=true data.root=%s",
+        sum(counts.values()),
+        counts["train"],
+        counts["test"],
+        out,
+        time.perf_counter() - start,
+        out,
+    )
+    return manifest
+
+
+@hydra.main(config_path="conf", config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; a configuration or data mistake exits with code 2."""
+    try:
+        prepare(cfg)
+    except UserError as exc:
+        exit_with("cpc_lightning.prepare", exc)
+
+
+if __name__ == "__main__":
+    main()
