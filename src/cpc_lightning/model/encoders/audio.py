@@ -153,14 +153,6 @@ class Conv1dEncoder(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             return self.net(x.to(lowp))
 
-
-def autocast_lowp_dtype(device_type: str) -> torch.dtype | None:
-    """The autocast dtype when autocast is on for ``device_type`` with bfloat16, else None."""
-    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
-        return None
-    dtype = torch.get_autocast_dtype(device_type)
-    return dtype if dtype == torch.bfloat16 else None
-
     def _forward_padded(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         blocks = [self.net[i : i + 3] for i in range(0, len(self.net), 3)]  # conv, norm, ReLU
         if any(getattr(b[1], "spans_time", False) for b in blocks):  # e.g. instance norm
@@ -183,6 +175,14 @@ def autocast_lowp_dtype(device_type: str) -> torch.dtype | None:
             n = ((n + 2 * conv.padding - conv.kernel) // conv.stride + 1).clamp(min=0)
             x = x * keep(n, x.shape[1])
         return x
+
+
+def autocast_lowp_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype when autocast is on for ``device_type`` with bfloat16, else None."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype == torch.bfloat16 else None
 
 
 def frame_mask(mask: torch.Tensor, num_frames: int, downsampling: int) -> torch.Tensor:
