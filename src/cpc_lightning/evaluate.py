@@ -9,6 +9,7 @@ and prints a Markdown table. Returns the trained model's test accuracy (for swee
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_model
 from cpc_lightning.data import TASKS
-from cpc_lightning.errors import UserError, exit_with, user_errors
+from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
 from cpc_lightning.eval.probes import baseline_names, comparison_sources
 from cpc_lightning.eval.report import evaluate_sources, write_report
 from cpc_lightning.eval.settings import EvalSettings
@@ -71,9 +72,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
     if task not in datamodule.tasks:
+        why = "".join(f"; {p}" for p in getattr(datamodule, "label_problems", []))
         raise UserError(
             f"task={task}: {type(datamodule).__name__} has no labels for it (available: "
-            f"{', '.join(datamodule.tasks) or 'none'}); classes need data.pattern with a "
+            f"{', '.join(datamodule.tasks) or 'none'}){why}; classes need data.pattern with a "
             "(?P<label>...) group, speakers a (?P<speaker>...) group, phones frame labels"
         )
     settings = settings_of(cfg)
@@ -126,4 +128,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("cpc_lightning.evaluate", sys.argv[1:])
     main()

@@ -4,13 +4,16 @@ Rebuilds a trained audio model from its run dir and writes its frozen features f
 one file per input audio file, at the input's path relative to ``data.root`` with the suffix
 ``.npy`` (float32 ``(T, D)``) or ``.pt``, plus ``features.json`` (frame rate, feature kind,
 dimension, model). Frame ``t`` covers samples ``[hop t, hop t + hop)`` with ``hop`` the encoder's
-downsampling (160 samples = 10 ms at 16 kHz).
+downsampling (160 samples = 10 ms at 16 kHz). ``out`` must be empty (or ``overwrite=true``);
+every file is written to a temporary name and renamed, so none is ever half written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cpc_lightning.errors import UserError, exit_with, user_errors
+from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
@@ -38,14 +41,31 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"format={cfg.format} must be npy or pt")
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} must be all, train or test")
+    out = Path(cfg.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file: give a folder for the feature files")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not cfg.get("overwrite"):
+        raise UserError(
+            f"out={out} is not empty ({len(entries)} entries, e.g. {entries[0].name}); nothing "
+            "was written: choose a new folder, or pass overwrite=true to replace the feature "
+            "files there (other files are left as they are)"
+        )
 
 
 def _save(feats: torch.Tensor, dest: Path, fmt: str) -> None:
+    """Write ``feats`` to ``dest`` through a temporary file in the same folder."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "npy":
-        np.save(dest, feats.numpy())
-    else:
-        torch.save(feats.clone(), dest)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            if fmt == "npy":
+                np.save(fh, feats.numpy())
+            else:
+                torch.save(feats.clone(), fh)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _summary(run: Run, datamodule: Any, settings: EvalSettings, cfg: DictConfig, **extra: Any):
@@ -119,7 +139,9 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         files=sorted(files),
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "features.json").write_text(json.dumps(summary, indent=2))
+    tmp = out / ".features.json.partial"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "features.json")
     rate = summary["frame_rate_hz"]
     log.info(
         "wrote %d feature files (%s, %d-d, %.0f Hz) to %s", len(files), cfg.format, dim, rate, out
@@ -138,4 +160,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("cpc_lightning.extract", sys.argv[1:])
     main()
