@@ -27,10 +27,12 @@ from cpc_lightning.data.audio.manifest import (
     Utterance,
     build_manifest,
 )
+from cpc_lightning.data.audio.probe import ON_BAD_FILE
 from cpc_lightning.data.audio.reader import AudioReader, build_resample_cache
 from cpc_lightning.data.audio.samplers import check_sampler, make_batch_sampler
 from cpc_lightning.data.audio.windows import WindowDataset
 from cpc_lightning.data.paths import resolve_root
+from cpc_lightning.data.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,14 @@ class AudioDataModule(pl.LightningDataModule):
         resample_cache: bool = True,
         num_phones: int | None = None,
         drop_last: bool = True,
+        on_bad_file: str = "skip",
     ) -> None:
         super().__init__()
         if short not in ("pad", "skip"):
             raise ValueError(f"data.short must be 'pad' or 'skip', got {short!r}")
+        if on_bad_file not in ON_BAD_FILE:
+            raise ValueError(f"data.on_bad_file={on_bad_file!r} must be skip or error")
+        self.on_bad_file = on_bad_file
         self.batch_size = check_sampler(
             sampler, batch_size, speakers_per_batch, windows_per_speaker
         )
@@ -127,6 +133,8 @@ class AudioDataModule(pl.LightningDataModule):
         self.phone_names: list[str] = []
         self.provides_speakers = False
         self.stats: dict[str, int] = {}
+        #: label/split files of the corpus that match no audio (warned about at setup)
+        self.label_problems: list[str] = []
         self._manifest: Manifest | None = None
         self._records: dict[str, list[Utterance]] = {}
         self.train_set: WindowDataset | None = None
@@ -139,7 +147,9 @@ class AudioDataModule(pl.LightningDataModule):
 
     def _build_manifest(self, write: bool) -> Manifest:
         assert self.root is not None
-        return build_manifest(self.layout(), self.root, self.sample_rate, self.cache_dir, write)
+        return build_manifest(
+            self.layout(), self.root, self.sample_rate, self.cache_dir, write, self.on_bad_file
+        )
 
     # --- Lightning hooks --------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -154,6 +164,7 @@ class AudioDataModule(pl.LightningDataModule):
             return
         manifest = self._manifest or self._build_manifest(write=False)
         self._manifest = manifest
+        self.label_problems = list(manifest.label_problems)
         records = manifest.records
         if self.resample_cache:  # read-only here: use it if prepare_data wrote it
             pack = build_resample_cache(records, self.sample_rate, self.cache_dir, write=False)
@@ -215,6 +226,7 @@ class AudioDataModule(pl.LightningDataModule):
             "train": len(self._records["train"]),
             "test": len(self._records["test"]),
             "corrupt": len(manifest.corrupt),
+            "truncated": len(manifest.truncated),
             "label_ids_without_audio": len(manifest.label_ids_without_audio),
             "unmatched": manifest.unmatched,
             "short": n_short,
@@ -247,7 +259,7 @@ class AudioDataModule(pl.LightningDataModule):
         return self.reader.load(record)
 
     # --- loaders ----------------------------------------------------------------------------
-    def _loader(self, ds: WindowDataset, train: bool) -> DataLoader:
+    def _loader(self, ds: WindowDataset, train: bool) -> ResumableLoader:
         speakers = [ds.records[ds.utterance_of(i)].speaker_index for i in range(len(ds))]
         p = self.speakers_per_batch
         if self.sampler_name == "speaker_groups" and not train and p is not None:
@@ -269,9 +281,9 @@ class AudioDataModule(pl.LightningDataModule):
                 f"fewer than data.batch_size={self.batch_size} with data.drop_last=true; lower "
                 "data.batch_size or set data.drop_last=false"
             )
-        return DataLoader(
+        return ResumableLoader(
             ds,
-            batch_sampler=sampler,
+            sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
