@@ -7,6 +7,7 @@ exit with code 2; everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -42,6 +43,18 @@ def user_errors(where: str) -> Iterator[None]:
         raise UserError(_missing_message(str(exc.full_key))) from exc
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
         raise UserError(f"{where}: {exc}") from exc
+
+
+_WORKER_ERROR = re.compile(r"^cpc_lightning\.[\w.]+\.(?:UserError|TrainingDiverged): (.+)$", re.M)
+
+
+def user_error_from_worker(exc: BaseException) -> UserError | None:
+    """A :class:`UserError` raised in a spawned worker (``strategy=ddp_spawn``) reaches the parent
+    as the worker's traceback text: the same error again (None if it was something else)."""
+    if type(exc).__name__ != "ProcessRaisedException":
+        return None
+    found = _WORKER_ERROR.findall(str(exc))
+    return UserError(found[-1]) if found else None
 
 
 def one_line(text: str) -> str:

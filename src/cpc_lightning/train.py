@@ -29,6 +29,7 @@ from cpc_lightning.errors import (
     check_overrides,
     check_training,
     exit_with,
+    user_error_from_worker,
     user_errors,
 )
 from cpc_lightning.eval.probes import end_of_training_probes
@@ -101,7 +102,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.log_hyperparams({"setup": setup})  # nested: must not shadow W&B's resolved config
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as exc:
+        from_worker = user_error_from_worker(exc)  # ddp_spawn: a worker's one-line error
+        if from_worker is None:
+            raise
+        raise from_worker from exc
     last = out_dir / "checkpoints" / "last.ckpt"
     global_step = save_final_checkpoint(trainer, last)
 

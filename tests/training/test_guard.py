@@ -239,3 +239,18 @@ def test_ddp_ranks_skip_together(tmp_path):
     for r in ranks:  # step 1 was skipped on both ranks, steps 0 and 2 applied
         assert torch.equal(r["before"][1], r["before"][2])
         assert not torch.equal(r["before"][0], r["before"][1])
+
+
+def test_a_ddp_spawn_worker_error_comes_back_as_one_user_error():
+    from torch.multiprocessing import ProcessRaisedException
+
+    from cpc_lightning.errors import user_error_from_worker
+
+    text = (
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call "
+        'last):\n  File "x.py", line 1\ncpc_lightning.training.guard.TrainingDiverged: training '
+        "diverged: the loss ... To fix: lower model.optimizer.lr\n"
+    )
+    err = user_error_from_worker(ProcessRaisedException(text, 1, 1234))
+    assert str(err) == "training diverged: the loss ... To fix: lower model.optimizer.lr"
+    assert user_error_from_worker(RuntimeError(text)) is None

@@ -27,7 +27,6 @@ from cpc_lightning.data.audio.manifest import (
     Utterance,
     build_manifest,
 )
-from cpc_lightning.data.audio.probe import ON_BAD_FILE
 from cpc_lightning.data.audio.reader import AudioReader, build_resample_cache
 from cpc_lightning.data.audio.samplers import check_sampler, make_batch_sampler
 from cpc_lightning.data.audio.windows import WindowDataset
@@ -101,9 +100,7 @@ class AudioDataModule(pl.LightningDataModule):
         super().__init__()
         if short not in ("pad", "skip"):
             raise ValueError(f"data.short must be 'pad' or 'skip', got {short!r}")
-        if on_bad_file not in ON_BAD_FILE:
-            raise ValueError(f"data.on_bad_file={on_bad_file!r} must be skip or error")
-        self.on_bad_file = on_bad_file
+        self.on_bad_file = on_bad_file  # skip | error: checked by build_manifest
         self.batch_size = check_sampler(
             sampler, batch_size, speakers_per_batch, windows_per_speaker
         )
@@ -133,8 +130,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.phone_names: list[str] = []
         self.provides_speakers = False
         self.stats: dict[str, int] = {}
-        #: label/split files of the corpus that match no audio (warned about at setup)
-        self.label_problems: list[str] = []
+        self.label_problems: list[str] = []  # label/split files that match no audio
         self._manifest: Manifest | None = None
         self._records: dict[str, list[Utterance]] = {}
         self.train_set: WindowDataset | None = None
