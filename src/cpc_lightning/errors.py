@@ -241,14 +241,14 @@ def _check_trainer(trainer: DictConfig) -> None:
                 f"null (all), e.g. trainer.{key}=1.0"
             )
     interval = trainer.get("val_check_interval")
-    if not (
-        interval is None
-        or (_is_int(interval) and interval >= 1)
-        or (_is_number(interval) and 0 < interval <= 1)
-    ):
+    counts = _is_int(interval) and interval >= 1
+    fraction = _is_number(interval) and not _is_int(interval) and 0 < interval <= 1
+    timed = isinstance(interval, (str, DictConfig, dict))  # wall-clock ("00:00:30:00", {...})
+    if not (interval is None or counts or fraction or timed):
         raise UserError(
             f"trainer.val_check_interval={interval!r} must be a number of training steps >= 1, a "
-            "fraction of an epoch in (0, 1], or null, e.g. trainer.val_check_interval=100"
+            "fraction of an epoch in (0, 1], a duration or null, e.g. "
+            "trainer.val_check_interval=100"
         )
     clip = trainer.get("gradient_clip_val")
     if not (clip is None or (_is_number(clip) and clip >= 0)):

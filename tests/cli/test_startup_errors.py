@@ -109,11 +109,13 @@ def test_an_unquoted_regex_override_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_max_steps_abc_names_the_key_on_the_command_line(tmp_path):
     proc = run_train(*tiny("trainer.max_steps=abc"), f"hydra.run.dir={tmp_path / 'run'}")
     assert "trainer.max_steps='abc' must be an integer" in one_error_line(proc)
 
 
+@pytest.mark.slow  # in-process: tests/test_runs.py
 def test_evaluate_with_another_architecture_is_one_line(tmp_path):
     run = make_run(tmp_path / "a")
     other = make_run(tmp_path / "b", ["encoder.hidden_dim=32"])

@@ -86,19 +86,34 @@ def test_a_corpus_of_only_bad_files_says_so(tmp_path):
         folder_dm(root, tmp_path / "cache")
 
 
-def test_nan_input_trains_a_finite_model_or_stops_in_one_line(tmp_path):
+NAN_DATA = {"ann/ann_1.wav": math.nan, "bob/bob_2.wav": -math.inf}
+
+
+def nan_run(root: Path, *extra: str) -> list[str]:
+    data = ["data=audio_folder", f"data.root={root}", "data.pattern='(?P<speaker>[a-z]+)/'"]
+    return tiny(*data, "data.test_fraction=0.25", *extra, drop=SYNTHETIC)
+
+
+def test_nan_input_trains_a_finite_model_or_stops_at_start_up(tmp_path):
     """Finding 2: float WAVs with NaN/inf trained into a NaN model, exit 0."""
+    from cpc_lightning.errors import UserError
     from cpc_lightning.train import train
 
-    root = corpus(tmp_path / "c", {"ann/ann_1.wav": math.nan, "bob/bob_2.wav": -math.inf})
-    data = ["data=audio_folder", f"data.root={root}", "data.pattern='(?P<speaker>[a-z]+)/'"]
-    cfg = make_cfg(tiny(*data, "data.test_fraction=0.25", drop=SYNTHETIC), tmp_path)
-    result = train(cfg)
+    root = corpus(tmp_path / "c", NAN_DATA)
+    result = train(make_cfg(nan_run(root), tmp_path))
     assert all(math.isfinite(v) for k, v in result["metrics"].items() if "loss" in k)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    with pytest.raises(UserError, match=r"ann_1.wav: non-finite"):
+        train(make_cfg(nan_run(root, "data.on_bad_file=error"), tmp_path / "strict"))
+    assert not (tmp_path / "strict" / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_nan_input_with_on_bad_file_error_is_one_line(tmp_path):
+    root = corpus(tmp_path / "c", NAN_DATA)
     proc = run_train(
-        *tiny(*data, "data.on_bad_file=error", drop=SYNTHETIC),
+        *nan_run(root, "data.on_bad_file=error"),
         f"hydra.run.dir={tmp_path / 'strict'}",
         env={"CPC_CACHE_DIR": str(tmp_path / "cache")},
     )

@@ -86,6 +86,7 @@ def test_evaluate_on_a_damaged_checkpoint_names_the_intact_one(run_dir):
     assert f"use checkpoint={run_dir / 'checkpoints' / 'step0000004.ckpt'}" in msg
 
 
+@pytest.mark.slow  # the message itself: the in-process tests above
 def test_cli_resume_on_a_truncated_checkpoint_is_one_line(run_dir, tmp_path):
     """Finding 6: a 46-line traceback (and torch's weights_only advice for garbage)."""
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -12,7 +12,8 @@ non-finite weights (:func:`weights_finite`, used by ``AtomicModelCheckpoint``).
 Under ``16-mixed`` the GradScaler already skips steps whose gradients overflow and lowers its
 scale: those are routine, not divergence, and are not counted; only a non-finite loss is. A loss
 above ``max_loss_ratio`` x the running median of the last ``window`` finite losses warns (once
-per excursion). The guard costs one host sync per step (the finiteness decision).
+per excursion, from the second step on: a divergence often starts at step 1). The guard costs
+one host sync per step (the finiteness decision).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class DivergenceGuard(Callback):
     Args:
         max_consecutive: skipped steps in a row that stop the run (exit code 2).
         max_loss_ratio: warn when the loss exceeds this multiple of its running median.
-        window: finite losses the running median is taken over.
+        window: finite losses the running median is taken over (and the fewest steps between
+            two warnings).
         min_history: finite losses needed before the explosion warning can fire.
     """
 
@@ -88,7 +90,7 @@ class DivergenceGuard(Callback):
         max_consecutive: int = 10,
         max_loss_ratio: float = 10.0,
         window: int = 100,
-        min_history: int = 20,
+        min_history: int = 1,
     ) -> None:
         if int(max_consecutive) < 1:
             raise ValueError(f"callbacks.guard.max_consecutive={max_consecutive} must be >= 1")
@@ -104,6 +106,7 @@ class DivergenceGuard(Callback):
         self.spikes = 0  # loss explosions warned about
         self._history: deque[float] = deque(maxlen=self.window)
         self._exploding = False
+        self._warned_at: int | None = None
         self._loss_finite = True
         self._loss_value = math.nan
         self._skip_now = False
@@ -117,6 +120,7 @@ class DivergenceGuard(Callback):
             "spikes": self.spikes,
             "history": list(self._history),
             "exploding": self._exploding,
+            "warned_at": self._warned_at,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -126,6 +130,7 @@ class DivergenceGuard(Callback):
         self.spikes = int(state_dict.get("spikes", 0))
         self._history = deque(state_dict.get("history", []), maxlen=self.window)
         self._exploding = bool(state_dict.get("exploding", False))
+        self._warned_at = state_dict.get("warned_at")
 
     @property
     def in_streak(self) -> bool:
@@ -191,15 +196,21 @@ class DivergenceGuard(Callback):
 
     # --- helpers --------------------------------------------------------------------------
     def _watch_loss(self, trainer: pl.Trainer, step: int) -> None:
+        """Warn when the loss leaves ``max_loss_ratio`` x the running median of the losses before
+        it (exploded losses do not enter that median; one warning per excursion, at most one per
+        ``window`` steps)."""
         value = self._loss_value
         if not math.isfinite(value):  # a GradScaler skip with a finite loss never gets here
             return
+        exploding = False
         if len(self._history) >= self.min_history:
             typical = median(self._history)
             exploding = typical > 0 and value > self.max_loss_ratio * typical
+            quiet = self._warned_at is not None and step - self._warned_at < self.window
             if exploding and not self._exploding:
                 self.spikes += 1
-                if trainer.is_global_zero:
+                if trainer.is_global_zero and not quiet:
+                    self._warned_at = step
                     log.warning(
                         "step %d: the loss exploded to %.4g, %.3g x its running median %.4g "
                         "(callbacks.guard.max_loss_ratio=%g): %s",
@@ -210,8 +221,9 @@ class DivergenceGuard(Callback):
                         self.max_loss_ratio,
                         FIXES,
                     )
-            self._exploding = exploding
-        self._history.append(value)
+        self._exploding = exploding
+        if not exploding:
+            self._history.append(value)
 
     def _stop(self, trainer: pl.Trainer, step: int) -> None:
         from cpc_lightning.runs import newest_intact_checkpoint
