@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.errors import UserError
-from cpc_lightning.runs import RESOLVED_CONFIG, newest_intact_checkpoint
+from cpc_lightning.runs import RESOLVED_CONFIG, load_run_config, newest_intact_checkpoint
 
 log = logging.getLogger("cpc_lightning.train")
 
@@ -96,7 +96,7 @@ def prepare_point(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
     if held is None or not saved_path.is_file():
         (out_dir / REUSED).unlink(missing_ok=True)
         return None
-    diff = config_difference(OmegaConf.load(saved_path), cfg)
+    diff = config_difference(load_run_config(out_dir), cfg)  # older releases' names upgraded
     if diff is not None:
         raise UserError(
             f"sweep point dir {out_dir} holds a run of another config ({diff}); nothing was "
