@@ -85,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg, out_dir)
     if ckpt_path is None:
         refuse_to_overwrite(out_dir)
+    start_step = checkpoint_global_step(Path(ckpt_path)) if ckpt_path else None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup = run_setup(cfg)
@@ -114,8 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result: dict[str, Any] = {"setup": setup, "metrics": metrics, "global_step": global_step}
-    if ckpt_path:
-        result["resumed_from_step"] = checkpoint_global_step(Path(ckpt_path))
+    if start_step is not None:
+        result["resumed_from_step"] = start_step
     if cfg.probe.enabled and trainer.is_global_zero:
         table = end_of_training_probes(
             cfg, model, initial, datamodule, weights_tag(last), trainer.loggers

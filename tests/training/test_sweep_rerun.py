@@ -128,6 +128,8 @@ def test_a_killed_sweep_rerun_reuses_finished_points_and_resumes_the_killed_one(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (sweep / "2" / "result.json").exists()
+    killed_at = torch.load(sweep / "2" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert 2 <= killed_at["global_step"] < 8
     finished = {n: (sweep / str(n) / "metrics.csv").read_bytes() for n in (0, 1)}
 
     again = run_train(*args, env=env)
@@ -136,7 +138,8 @@ def test_a_killed_sweep_rerun_reuses_finished_points_and_resumes_the_killed_one(
         assert (sweep / str(n) / "reused.json").is_file()
         assert (sweep / str(n) / "metrics.csv").read_bytes() == finished[n]
     resumed = json.loads((sweep / "2" / "result.json").read_text())
-    assert resumed["global_step"] == 8 and resumed["resumed_from_step"] >= 2
+    assert resumed["global_step"] == 8
+    assert resumed["resumed_from_step"] == killed_at["global_step"]
     with open(sweep / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["status"], r["global_step"]) for r in rows] == [
