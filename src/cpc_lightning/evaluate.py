@@ -12,6 +12,7 @@ trained model's headline figure (for sweepers).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_model
 from cpc_lightning.data import TASKS
-from cpc_lightning.errors import UserError, exit_with, user_errors
+from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
 from cpc_lightning.eval.probes import baseline_names, comparison_sources
 from cpc_lightning.eval.report import evaluate_sources, write_report
 from cpc_lightning.eval.settings import EvalSettings
@@ -75,9 +76,10 @@ def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any
 
 def _check_task(task: str, datamodule: Any) -> None:
     if task not in datamodule.tasks:
+        why = "".join(f"; {p}" for p in getattr(datamodule, "label_problems", []))
         raise UserError(
             f"task={task}: {type(datamodule).__name__} has no labels for it (available: "
-            f"{', '.join(datamodule.tasks) or 'none'}); classes need data.pattern with a "
+            f"{', '.join(datamodule.tasks) or 'none'}){why}; classes need data.pattern with a "
             "(?P<label>...) group, speakers a (?P<speaker>...) group, phones, abx and "
             "phone_recognition frame labels or phone sequences (e.g. data=timit)"
         )
@@ -174,4 +176,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("cpc_lightning.evaluate", sys.argv[1:])
     main()

@@ -6,13 +6,17 @@ one file per input audio file, at the input's path relative to ``data.root`` wit
 dimension, model). Frame ``t`` covers samples ``[hop t, hop t + hop)`` with ``hop`` the encoder's
 downsampling (160 samples = 10 ms at 16 kHz). ``layers=all`` writes every layer from one pass:
 ``<out>/z/...`` (encoder) and ``<out>/layer_<i>/...`` (context layer i; the last is ``c``), each
-folder mirroring the input paths, listed in ``features.json`` under ``layers``.
+folder mirroring the input paths, listed in ``features.json`` under ``layers``. ``out`` must be
+empty (or ``overwrite=true``); every file is written to a temporary name and renamed, so none is
+ever half written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cpc_lightning.errors import UserError, exit_with, user_errors
+from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
@@ -46,14 +50,31 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"layers={cfg.layers} must be null (one feature) or all (every layer)")
     if cfg.get("layers") == "all" and cfg.get("layer") is not None:
         raise UserError(f"layers=all writes every layer: drop layer={cfg.layer}")
+    out = Path(cfg.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file: give a folder for the feature files")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not cfg.get("overwrite"):
+        raise UserError(
+            f"out={out} is not empty ({len(entries)} entries, e.g. {entries[0].name}); nothing "
+            "was written: choose a new folder, or pass overwrite=true to replace the feature "
+            "files there (other files are left as they are)"
+        )
 
 
 def _save(feats: torch.Tensor, dest: Path, fmt: str) -> None:
+    """Write ``feats`` to ``dest`` through a temporary file in the same folder."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "npy":
-        np.save(dest, feats.numpy())
-    else:
-        torch.save(feats.clone(), dest)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            if fmt == "npy":
+                np.save(fh, feats.numpy())
+            else:
+                torch.save(feats.clone(), fh)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _summary(run: Run, datamodule: Any, settings: EvalSettings, cfg: DictConfig, **extra: Any):
@@ -174,7 +195,9 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         **extra,
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "features.json").write_text(json.dumps(summary, indent=2))
+    tmp = out / ".features.json.partial"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "features.json")
     rate = summary["frame_rate_hz"]
     what = f"{settings.feature}, {dim}-d" if dim is not None else f"{len(dims)} layers"
     log.info(
@@ -194,4 +217,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("cpc_lightning.extract", sys.argv[1:])
     main()

@@ -10,6 +10,7 @@ releases are upgraded on load (:func:`upgrade_config`).
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,92 @@ def find_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint file's content (CPU tensors)."""
+#: What a checkpoint must hold to resume training (Lightning's full training state).
+TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
+
+
+def _load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # noqa: BLE001 - legacy format or damaged: a plain load tells which
+            pass
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _what_is_wrong(err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, PermissionError):
+        return "cannot be read (permission denied)"
+    if isinstance(err, (EOFError, OSError)) or any(
+        s in text for s in ("central directory", "PytorchStreamReader", "unexpected EOF")
+    ):
+        return "is truncated or damaged (not a complete checkpoint archive; an interrupted copy?)"
+    if isinstance(err, (pickle.UnpicklingError, ValueError, UnicodeDecodeError)):
+        return "is not a checkpoint (its content is not a torch-saved file)"
+    return f"cannot be read ({type(err).__name__})"
+
+
+def checkpoint_problem(path: Path, keys: tuple[str, ...] = ("state_dict",)) -> str | None:
+    """What is wrong with checkpoint ``path`` (None: it loads and holds ``keys``)."""
+    try:
+        state = _load(path, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the answer
+        return _what_is_wrong(err)
+    if not isinstance(state, dict):
+        return f"is a torch file but not a checkpoint (it holds a {type(state).__name__})"
+    missing = [k for k in keys if k not in state]
+    if missing:
+        return f"is not a full training checkpoint (no {', '.join(missing)})"
+    return None
+
+
+def newest_intact_checkpoint(
+    folder: Path, exclude: Path | None = None, before_step: int | None = None
+) -> tuple[Path, int] | None:
+    """The checkpoint in ``folder`` with the highest global step (below ``before_step``) among
+    those that load as training checkpoints, with that step; None if there is none."""
+    best: tuple[int, int, Path] | None = None
+    for path in Path(folder).glob("*.ckpt"):
+        if path == exclude or checkpoint_problem(path, TRAINING_KEYS) is not None:
+            continue
+        step = int(_load(path, mmap=True).get("global_step", -1))
+        if before_step is not None and step >= before_step:
+            continue
+        key = (step, path.stat().st_mtime_ns, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else (best[2], best[0])
+
+
+def checkpoint_global_step(path: Path) -> int | None:
+    """The global step a (readable) checkpoint was written at."""
+    step = _load(path, mmap=True).get("global_step")
+    return None if step is None else int(step)
+
+
+def corrupt_checkpoint_error(key: str, path: Path, problem: str) -> UserError:
+    """One message: the file, what is wrong, and the newest intact checkpoint beside it."""
+    other = newest_intact_checkpoint(path.parent, exclude=path)
+    if other is None:
+        fix = f"no other intact checkpoint is in {path.parent}: start a new run"
+    else:
+        fix = (
+            f"the newest intact checkpoint in {path.parent} is {other[0].name} (step {other[1]}): "
+            f"use {key}={other[0]}"
+        )
+    return UserError(f"{key}={path}: the checkpoint {problem}; {fix}")
+
+
+def read_checkpoint(path: Path, key: str = "checkpoint") -> dict[str, Any]:
+    """A checkpoint file's content (CPU tensors); a damaged file is a :class:`UserError` naming
+    the newest intact checkpoint beside it (``key``: the override that selects a checkpoint)."""
+    try:
+        state = _load(path, mmap=False)
+    except Exception as err:  # noqa: BLE001 - any failure to load is a damaged file
+        raise corrupt_checkpoint_error(key, path, _what_is_wrong(err)) from err
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise corrupt_checkpoint_error(key, path, "holds no model weights ('state_dict')")
+    return state
 
 
 def load_weights(model: CPCModule, state: dict[str, Any], path: Path) -> None:
@@ -226,7 +310,8 @@ def weights_tag(path: Path | None) -> str | None:
 # ------------------------------------------------------------------------------------ resume
 def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     """The checkpoint ``fit`` starts from: ``ckpt_path`` (a file or ``last``); with ``resume``
-    or ``auto_resume`` and no ``ckpt_path``, ``last.ckpt`` of the run dir when it exists."""
+    or ``auto_resume`` and no ``ckpt_path``, ``last.ckpt`` of the run dir when it exists. A damaged
+    checkpoint is refused, naming the newest intact one in its folder."""
     last = out_dir / "checkpoints" / "last.ckpt"
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None and cfg.get("resume"):
@@ -236,13 +321,19 @@ def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     if ckpt_path is None and cfg.get("auto_resume") and last.is_file():
         ckpt_path = "last"
     if ckpt_path == "last":
-        if last.is_file():
-            return str(last)
-        log.warning("ckpt_path=last but %s does not exist: starting from scratch", last)
+        if not last.is_file():
+            log.warning("ckpt_path=last but %s does not exist: starting from scratch", last)
+            return None
+        ckpt_path = str(last)
+    if not ckpt_path:
         return None
-    if ckpt_path and not Path(ckpt_path).is_file():
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist")
-    return str(ckpt_path) if ckpt_path else None
+    problem = checkpoint_problem(path, TRAINING_KEYS)
+    if problem is not None:
+        raise corrupt_checkpoint_error("ckpt_path", path, problem)
+    return str(path)
 
 
 _NOT_A_KEY = object()

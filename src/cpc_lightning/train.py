@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,30 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_datamodule, build_model
-from cpc_lightning.errors import UserError, check_data_fits_model, exit_with, user_errors
+from cpc_lightning.errors import (
+    UserError,
+    check_data_fits_model,
+    check_overrides,
+    check_training,
+    exit_with,
+    user_error_from_worker,
+    user_errors,
+)
 from cpc_lightning.eval.probes import end_of_training_probes
-from cpc_lightning.runs import RESOLVED_CONFIG, resolve_ckpt_path, resume_config, weights_tag
+from cpc_lightning.runs import (
+    RESOLVED_CONFIG,
+    checkpoint_global_step,
+    resolve_ckpt_path,
+    resume_config,
+    weights_tag,
+)
 from cpc_lightning.training import wandb as wandb_setup
 from cpc_lightning.training.checkpointing import save_final_checkpoint
 from cpc_lightning.training.environment import choose_precision, run_environment
 from cpc_lightning.training.final_step import FinalStep
 from cpc_lightning.training.loggers import build_callbacks, build_loggers, in_multirun
+from cpc_lightning.training.rerun import prepare_point, refuse_to_overwrite
+from cpc_lightning.training.step_seed import StepSeed
 
 log = logging.getLogger("cpc_lightning.train")
 
@@ -55,6 +72,7 @@ def run_setup(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit CPC as configured; return the final metrics (and the probe table if run)."""
+    check_training(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     with user_errors("data"):
@@ -65,17 +83,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     initial = copy.deepcopy(model)  # the random-init baseline of the end-of-run probes
 
     out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg, out_dir)
+    if ckpt_path is None:
+        refuse_to_overwrite(out_dir)
+    start_step = checkpoint_global_step(Path(ckpt_path)) if ckpt_path else None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup = run_setup(cfg)
     log.info("run: %s", " ".join(f"{k}={v}" for k, v in setup.items()))
 
-    ckpt_path = resolve_ckpt_path(cfg, out_dir)
     loggers = build_loggers(cfg, out_dir, resuming=ckpt_path is not None)
     with user_errors("trainer"):
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
-            callbacks=[*build_callbacks(cfg), FinalStep()],
+            callbacks=[*build_callbacks(cfg), FinalStep(), StepSeed(cfg.seed)],
             logger=loggers or False,
             use_distributed_sampler=not datamodule.handles_distributed,
             precision=choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator)),
@@ -85,13 +106,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.log_hyperparams({"setup": setup, "environment": environment})
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as exc:
+        from_worker = user_error_from_worker(exc)  # ddp_spawn: a worker's one-line error
+        if from_worker is None:
+            raise
+        raise from_worker from exc
     last = out_dir / "checkpoints" / "last.ckpt"
     global_step = save_final_checkpoint(trainer, last)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result: dict[str, Any] = {"setup": setup, "metrics": metrics, "global_step": global_step}
     result["environment"] = environment
+    if start_step is not None:
+        result["resumed_from_step"] = start_step
     if cfg.probe.enabled and trainer.is_global_zero:
         table = end_of_training_probes(
             cfg, model, initial, datamodule, weights_tag(last), trainer.loggers
@@ -120,7 +149,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("resume"):
             cfg = resume_config(cfg)
-        result = train(cfg)
+        reused = prepare_point(cfg, Path(cfg.paths.output_dir)) if in_multirun() else None
+        result = reused or train(cfg)
     except UserError as exc:
         if in_multirun():
             return _record_failure(exc)
@@ -135,4 +165,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_overrides("cpc_lightning", sys.argv[1:])
     main()

@@ -67,3 +67,48 @@ def test_extract_shows_progress_with_a_time_estimate(tmp_path: Path, mode: str) 
     else:  # no terminal: log lines with count, rate and ETA
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "extract:" in ln]
         assert len(lines) >= 2 and f"/{n} utt" in lines[-1] and "ETA" in lines[0]
+
+
+def test_extract_refuses_a_non_empty_folder_unless_overwrite(tmp_path: Path) -> None:
+    """Finding 4: extract into a folder of other files overwrote features.json and mixed files."""
+    from cpc_lightning.errors import UserError
+    from cpc_lightning.extract import extract
+
+    run = make_run(tmp_path)
+    out = tmp_path / "feats"
+    out.mkdir()
+    (out / "features.json").write_text("someone else's")
+    cfg = compose_entry("extract", [f"run_dir={run}", f"out={out}"])
+    with pytest.raises(UserError, match=r"is not empty \(1 entries, e.g. features.json\)"):
+        extract(cfg)
+    assert (out / "features.json").read_text() == "someone else's"
+    assert sorted(p.name for p in out.iterdir()) == ["features.json"]
+    summary = extract(compose_entry("extract", [f"run_dir={run}", f"out={out}", "overwrite=true"]))
+    assert json.loads((out / "features.json").read_text())["num_files"] == summary["num_files"]
+    assert not list(out.rglob("*.partial"))
+
+
+def test_extract_writes_each_file_atomically(tmp_path: Path, monkeypatch) -> None:
+    """A write that dies half way leaves no feature file under its final name."""
+    from cpc_lightning import extract as entry
+
+    run = make_run(tmp_path)
+    out = tmp_path / "feats"
+    real = np.save
+    calls = []
+
+    def dies_on_the_third(fh, arr):
+        calls.append(1)
+        if len(calls) == 3:
+            fh.write(b"half")
+            raise OSError("disk full")
+        real(fh, arr)
+
+    monkeypatch.setattr(entry.np, "save", dies_on_the_third)
+    with pytest.raises(OSError, match="disk full"):
+        entry.extract(compose_entry("extract", [f"run_dir={run}", f"out={out}"]))
+    written = sorted(out.rglob("*.npy"))
+    assert len(written) == 2 and not list(out.rglob("*.partial"))
+    assert not (out / "features.json").exists()
+    for path in written:
+        assert np.load(path).ndim == 2

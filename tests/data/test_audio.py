@@ -14,7 +14,7 @@ import torch
 from helpers import CONF, compose_entry, write_tone
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
-from cpc_lightning.data.audio import manifest
+from cpc_lightning.data.audio import probe
 from cpc_lightning.data.audio.augment import AUGMENTATIONS, build_augment
 from cpc_lightning.data.audio.datamodules import (
     AudioFolderDataModule,
@@ -171,8 +171,8 @@ def test_manifest_fields_and_multichannel_resampling(libri_tree, tmp_path):
 def test_manifest_cache_reuse_and_invalidation(libri_tree, tmp_path, monkeypatch):
     layout = LibriSpeechLayout()
     calls = []
-    real_info = manifest.sf.info
-    monkeypatch.setattr(manifest.sf, "info", lambda p: calls.append(p) or real_info(p))
+    real_info = probe.sf.info
+    monkeypatch.setattr(probe.sf, "info", lambda p: calls.append(p) or real_info(p))
     first = build_manifest(layout, libri_tree, 16000, tmp_path, write=True)
     assert first.probed == 14 and len(calls) == 14
     calls.clear()

@@ -98,7 +98,7 @@ def test_imagenet_tree_batches_follow_the_contract(tmp_path):
     assert dm.grid_size == 7  # known before setup
     dm.setup("fit")
     assert dm.classes == ["cat", "dog", "fox"] and dm.num_classes == 3
-    assert (dm.provides_speakers, dm.handles_distributed) == (False, False)
+    assert (dm.provides_speakers, dm.handles_distributed) == (False, True)  # seeded sampler
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (4, 7, 7, 3, 16, 16) and batch["x"].dtype == torch.float32
     assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4,)

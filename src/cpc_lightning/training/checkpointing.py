@@ -6,10 +6,15 @@
 - :class:`AtomicModelCheckpoint`: Lightning's ``ModelCheckpoint`` saving through that path, and
   publishing a checkpoint only once the log rows of its step are on disk.
 - :func:`save_final_checkpoint`: ``last.ckpt`` at the last step when the callback wrote none.
+
+No checkpoint is written from non-finite weights, nor while the divergence guard is skipping
+steps (``training/guard.py``), and file names never get Lightning's ``-v1`` versions: one
+``last.ckpt``, replaced in place.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
 from cpc_lightning.training.final_step import reached_max_steps
+from cpc_lightning.training.guard import find_guard, weights_finite
+
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -96,12 +104,31 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     _staged: list[str]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A re-run in the same dir replaces last.ckpt (atomically) instead of writing last-v1.ckpt
+        # beside a stale one that `evaluate run_dir=...` would then read.
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(*args, **kwargs)
+
     @property
     def saved_step(self) -> int:
         """Global step of the newest checkpoint this callback wrote (0 before any)."""
         return int(self._last_global_step_saved)
 
+    def _should_skip_saving_checkpoint(self, trainer: pl.Trainer) -> bool:
+        """Also skip while the divergence guard is skipping steps (a suspect state)."""
+        guard = find_guard(trainer)
+        return super()._should_skip_saving_checkpoint(trainer) or bool(guard and guard.in_streak)
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if not weights_finite(trainer, trainer.lightning_module):
+            if trainer.is_global_zero:
+                log.warning(
+                    "not writing %s at step %d: the weights hold NaN/inf",
+                    filepath,
+                    trainer.global_step,
+                )
+            return
         if not _is_local(filepath):
             super()._save_checkpoint(trainer, filepath)
             return
@@ -168,7 +195,8 @@ def save_final_checkpoint(trainer: pl.Trainer, last: Path) -> int:
     """After ``fit``: make ``last`` hold the final step; return that global step.
 
     A final checkpoint is written when the checkpoint callback has none at the last step (stopped
-    by ``max_epochs``, ``max_time``, ...): every rank calls it, temp file + rename. After
+    by ``max_epochs``, ``max_time``, ...) and the weights are finite: every rank calls it, temp
+    file + rename. After
     ``ddp_spawn`` this process's loops never ran (the workers saved the checkpoints), so the step
     is read from ``last`` instead.
     """
@@ -178,6 +206,7 @@ def save_final_checkpoint(trainer: pl.Trainer, last: Path) -> int:
         callback is not None
         and not spawned
         and getattr(callback, "saved_step", -1) != trainer.global_step
+        and weights_finite(trainer, trainer.lightning_module)
     ):
         atomic_save_checkpoint(trainer, last)
     if spawned and last.is_file():

@@ -4,7 +4,9 @@
 reads each job dir's ``.hydra/overrides.yaml`` and ``result.json`` (or ``failed.txt``) and writes
 into the sweep dir:
 
-- ``summary.csv``: one row per point: the swept keys, status, error, global step, every metric;
+- ``summary.csv``: one row per point: the swept keys, status (``ok``, ``reused``: its result is
+  from an earlier launch of the same sweep, ``failed``, ``missing``), error, global step, the
+  step a resumed point continued from, every metric;
 - ``summary.md``: the same, compact (swept keys, status, step, the optimized metric);
 - ``summary.png``: the optimized metric vs. ``model.prediction_steps`` (k), one line per
   ``negatives.num_negatives`` (N); for sweeps over other keys a heatmap (two keys), a line (one
@@ -27,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("cpc_lightning.sweep")
 
+OK = ("ok", "reused")
 K_KEY = "model.prediction_steps"
 N_KEY = "negatives.num_negatives"
 
@@ -37,10 +40,11 @@ class Point:
 
     job: str
     overrides: dict[str, Any]
-    status: str  # ok | failed | missing
+    status: str  # ok | reused | failed | missing
     error: str = ""
     global_step: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
 
 
 def _parse_value(text: str) -> Any:
@@ -80,7 +84,9 @@ def collect_points(sweep_dir: Path) -> list[Point]:
         elif result.is_file():
             data = json.loads(result.read_text())
             metrics = {k: float(v) for k, v in data.get("metrics", {}).items()}
-            points.append(Point(name, overrides, "ok", "", data.get("global_step"), metrics))
+            status = "reused" if (job_dir / "reused.json").is_file() else "ok"
+            step, resumed = data.get("global_step"), data.get("resumed_from_step")
+            points.append(Point(name, overrides, status, "", step, metrics, resumed))
         else:
             points.append(Point(name, overrides, "missing", "no result.json (killed?)"))
     return points
@@ -105,7 +111,8 @@ def _fmt(value: Any) -> str:
 def write_csv(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
     """``summary.csv``: swept keys, status, error, step, the optimized metric first, then all."""
     names = sorted({m for p in points for m in p.metrics} - {metric})
-    header = ["job", *keys, "status", "error", "global_step", metric, *names, "overrides"]
+    header = ["job", *keys, "status", "error", "global_step", "resumed_from_step", metric, *names]
+    header.append("overrides")
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -117,6 +124,7 @@ def write_csv(path: Path, points: list[Point], keys: list[str], metric: str) -> 
                     p.status,
                     p.error,
                     "" if p.global_step is None else p.global_step,
+                    "" if p.resumed_from is None else p.resumed_from,
                     p.metrics.get(metric, ""),
                     *(p.metrics.get(m, "") for m in names),
                     " ".join(f"{k}={v}" for k, v in p.overrides.items()),
@@ -130,7 +138,7 @@ def write_markdown(path: Path, points: list[Point], keys: list[str], metric: str
     header = ["job", *keys, "status", "step", metric, *extra, "error"]
     lines = [
         f"# Sweep summary ({len(points)} points, "
-        f"{sum(p.status != 'ok' for p in points)} failed or missing)",
+        f"{sum(p.status not in OK for p in points)} failed or missing)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -139,7 +147,7 @@ def write_markdown(path: Path, points: list[Point], keys: list[str], metric: str
         cells = [
             p.job,
             *(_fmt(p.overrides.get(k)) for k in keys),
-            "**FAILED**" if p.status == "failed" else p.status,
+            "**FAILED**" if p.status == "failed" else _status(p),
             _fmt(p.global_step),
             _fmt(p.metrics.get(metric)),
             *(_fmt(p.metrics.get(m)) for m in extra),
@@ -149,8 +157,14 @@ def write_markdown(path: Path, points: list[Point], keys: list[str], metric: str
     path.write_text("\n".join(lines) + "\n")
 
 
+def _status(p: Point) -> str:
+    return (
+        p.status if p.resumed_from is None else f"{p.status} (resumed from step {p.resumed_from})"
+    )
+
+
 def _value(p: Point, metric: str) -> float:
-    return p.metrics.get(metric, math.nan) if p.status == "ok" else math.nan
+    return p.metrics.get(metric, math.nan) if p.status in OK else math.nan
 
 
 def _sortable(values: list[Any]) -> list[Any]:
@@ -166,7 +180,7 @@ def plot(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
 
     fig = Figure(figsize=(6.4, 4.8), dpi=100)
     ax = fig.add_subplot()
-    failed = sum(p.status != "ok" for p in points)
+    failed = sum(p.status not in OK for p in points)
     title = f"{metric} ({len(points)} points" + (f", {failed} failed)" if failed else ")")
     if K_KEY in keys and set(keys) <= {K_KEY, N_KEY}:
         for n in _sortable([p.overrides.get(N_KEY) for p in points]):
@@ -238,10 +252,12 @@ class SweepSummary(Callback):
         except Exception:  # a summary must never turn a finished sweep into a failure
             log.exception("sweep summary failed for %s", sweep_dir)
             return
-        bad = [p.job for p in points if p.status != "ok"]
+        bad = [p.job for p in points if p.status not in OK]
+        reused = [p.job for p in points if p.status == "reused"]
         log.info(
-            "sweep summary: %s (%d points%s)",
+            "sweep summary: %s (%d points%s%s)",
             sweep_dir / "summary.md",
             len(points),
+            f"; reused from an earlier launch: {', '.join(reused)}" if reused else "",
             f"; failed or missing: {', '.join(bad)}" if bad else "",
         )

@@ -31,6 +31,7 @@ from cpc_lightning.data.audio.reader import AudioReader, build_resample_cache
 from cpc_lightning.data.audio.samplers import check_sampler, make_batch_sampler
 from cpc_lightning.data.audio.windows import WindowDataset
 from cpc_lightning.data.paths import resolve_root
+from cpc_lightning.data.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class AudioDataModule(pl.LightningDataModule):
         num_phones: int | None = None,
         drop_last: bool = True,
         streaming: bool = False,
+        on_bad_file: str = "skip",
     ) -> None:
         super().__init__()
         if streaming:
@@ -104,6 +106,7 @@ class AudioDataModule(pl.LightningDataModule):
             )
         if short not in ("pad", "skip"):
             raise ValueError(f"data.short must be 'pad' or 'skip', got {short!r}")
+        self.on_bad_file = on_bad_file  # skip | error: checked by build_manifest
         self.batch_size = check_sampler(
             sampler, batch_size, speakers_per_batch, windows_per_speaker
         )
@@ -133,6 +136,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.phone_names: list[str] = []
         self.provides_speakers = False
         self.stats: dict[str, int] = {}
+        self.label_problems: list[str] = []  # label/split files that match no audio
         self._manifest: Manifest | None = None
         self._records: dict[str, list[Utterance]] = {}
         self.train_set: WindowDataset | None = None
@@ -149,7 +153,9 @@ class AudioDataModule(pl.LightningDataModule):
     def _build_manifest(self, write: bool) -> Manifest:
         self.prepare_corpus()
         assert self.root is not None
-        return build_manifest(self.layout(), self.root, self.sample_rate, self.cache_dir, write)
+        return build_manifest(
+            self.layout(), self.root, self.sample_rate, self.cache_dir, write, self.on_bad_file
+        )
 
     # --- Lightning hooks --------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -164,6 +170,7 @@ class AudioDataModule(pl.LightningDataModule):
             return
         manifest = self._manifest or self._build_manifest(write=False)
         self._manifest = manifest
+        self.label_problems = list(manifest.label_problems)
         records = manifest.records
         if self.resample_cache:  # read-only here: use it if prepare_data wrote it
             pack = build_resample_cache(records, self.sample_rate, self.cache_dir, write=False)
@@ -227,6 +234,7 @@ class AudioDataModule(pl.LightningDataModule):
             "test": len(self._records["test"]),
             "excluded_from_split": len(self._records["excluded"]),
             "corrupt": len(manifest.corrupt),
+            "truncated": len(manifest.truncated),
             "label_ids_without_audio": len(manifest.label_ids_without_audio),
             "unmatched": manifest.unmatched,
             "short": n_short,
@@ -262,7 +270,7 @@ class AudioDataModule(pl.LightningDataModule):
         return self.reader.load(record)
 
     # --- loaders ----------------------------------------------------------------------------
-    def _loader(self, ds: WindowDataset, train: bool) -> DataLoader:
+    def _loader(self, ds: WindowDataset, train: bool) -> ResumableLoader:
         speakers = [ds.records[ds.utterance_of(i)].speaker_index for i in range(len(ds))]
         p = self.speakers_per_batch
         if self.sampler_name == "speaker_groups" and not train and p is not None:
@@ -284,9 +292,9 @@ class AudioDataModule(pl.LightningDataModule):
                 f"fewer than data.batch_size={self.batch_size} with data.drop_last=true; lower "
                 "data.batch_size or set data.drop_last=false"
             )
-        return DataLoader(
+        return ResumableLoader(
             ds,
-            batch_sampler=sampler,
+            sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,

@@ -33,8 +33,8 @@ from cpc_lightning.data.audio.manifest import (
     LayoutRecords,
     ProbedFiles,
     Utterance,
-    scan_tree,
 )
+from cpc_lightning.data.audio.probe import scan_tree
 from cpc_lightning.data.paths import resolve_root
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,49 @@ class LibriSpeechLayout:
         phones_path, train_path, test_path = self._files(root)
         phones = load_phones(phones_path, probed.cache_dir, probed.write) if phones_path else {}
         missing = self._attach_phones(records, phones)
+        uids = {r.uid for r in records}
+        problems = []
+        if phones_path and phones and len(missing) == len(phones):
+            problems.append(
+                _matches_no_audio(
+                    "phone labels",
+                    phones_path,
+                    set(phones),
+                    records,
+                    root,
+                    self.phones_file,
+                    "training goes on without phone labels (no phones probe)",
+                )
+            )
+        ids = {}
+        for kind, path, given in (
+            ("test split", test_path, self.test_split_file),
+            ("train split", train_path, self.train_split_file),
+        ):
+            listed = read_id_list(path) if path else None
+            if listed and not listed & uids:
+                problems.append(
+                    _matches_no_audio(
+                        kind,
+                        path,
+                        listed,
+                        records,
+                        root,
+                        given,
+                        "it is ignored (the held-out split falls back to data.test_fraction)",
+                    )
+                )
+                listed = None
+            ids[kind] = listed
         rule = self.split
         if not (rule.test_pattern or rule.test_speakers or rule.num_test_speakers):
             rule = SplitRule(
                 **{**rule.key(), "test_pattern": None},
-                test_ids=read_id_list(test_path) if test_path else None,
-                train_ids=read_id_list(train_path) if train_path else None,
+                test_ids=ids["test split"],
+                train_ids=ids["train split"],
             )
         apply_split(records, rule, root)
-        return LayoutRecords(records, missing)
+        return LayoutRecords(records, missing, label_problems=problems)
 
     def _attach_phones(self, records: list[Utterance], phones: dict[str, np.ndarray]) -> list[str]:
         """Give each record its label frames (checked against its length); ids without audio."""
@@ -143,6 +177,26 @@ class LibriSpeechLayout:
                 )
             r.phones = values
         return sorted(u for u in phones if u not in by_uid)
+
+
+def _matches_no_audio(
+    kind: str,
+    path: Path,
+    ids: set[str],
+    records: list[Utterance],
+    root: Path,
+    given: str | None,
+    otherwise: str,
+) -> str:
+    """The message for a label/split file none of whose ids has audio: an error when the file
+    was named in the config (``given``: the user needs it), else the warning's text."""
+    text = (
+        f"none of the {len(ids)} utterance ids of the {kind} file {path} (e.g. "
+        f"{min(ids)!r}) has audio under {root} (whose ids look like {records[0].uid!r})"
+    )
+    if given is not None:
+        raise ValueError(f"{text}: it does not belong to this corpus; fix data.root or the file")
+    return f"{text}: {otherwise}"
 
 
 def _read_transcripts(records: list[Utterance]) -> None:

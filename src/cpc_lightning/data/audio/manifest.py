@@ -4,6 +4,11 @@
 folder, ...) says which files are audio and how they are labelled. File headers are probed once and
 cached (``<cache_dir>/manifest-<hash>.json``), revalidated by mtime and size, so a second start
 reads no audio. Knows no model.
+
+Bad files are found while probing: unreadable ones and float files holding NaN/inf samples are
+skipped with a warning naming them; a WAV whose header promises more data than the file holds
+(a cut copy) is read at its real length with a warning. ``on_bad_file="error"`` turns any of
+them into one error instead.
 """
 
 from __future__ import annotations
@@ -20,22 +25,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
 
 from cpc_lightning.data import IGNORE_INDEX
+from cpc_lightning.data.audio.probe import (
+    AudioDataWarning,
+    FileInfo,
+    probe_all,
+    report_bad_files,
+)
 from cpc_lightning.data.paths import require_dir
-from cpc_lightning.progress import track
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg")
-MANIFEST_VERSION = 2
-#: (mtime_ns, size, frames, sample_rate, channels) of one audio file, as the cache stores it.
-FileInfo = list[int]
-
-
-class AudioDataWarning(UserWarning):
-    """A problem with the data that was worked around (a skipped file, a resampled batch)."""
+MANIFEST_VERSION = 3
 
 
 @dataclass
@@ -117,6 +120,8 @@ class LayoutRecords:
     records: list[Utterance]
     label_ids_without_audio: list[str] = field(default_factory=list)
     unmatched: int = 0
+    #: label/split files that match no audio (warned about; an error where the labels are needed)
+    label_problems: list[str] = field(default_factory=list)
 
 
 class Layout(Protocol):
@@ -149,46 +154,8 @@ class Manifest:
     unmatched: int = 0
     probed: int = 0  # files whose header was read in this build (0 on a fully cached start)
     from_cache: bool = False
-
-
-def scan_tree(
-    root: Path, extensions: Sequence[str], subdirs: Sequence[str] | None = None
-) -> dict[str, tuple[int, int]]:
-    """Relative posix path -> (mtime_ns, size) of every file with one of ``extensions``
-    (case-insensitive) under ``root`` (or its ``subdirs``), following symlinked folders."""
-    exts = tuple("." + e.lower().lstrip(".") for e in extensions)
-    out: dict[str, tuple[int, int]] = {}
-    # plain strings: pathlib costs more than the stat calls on large trees
-    stack = [("" if subdirs is None else s + "/") for s in (subdirs or [""])]
-    base = str(root) + os.sep
-    while stack:
-        prefix = stack.pop()
-        try:
-            it = os.scandir(base + prefix)
-        except FileNotFoundError:
-            continue
-        with it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=True):
-                    stack.append(prefix + entry.name + "/")
-                elif entry.name.lower().endswith(exts):
-                    st = entry.stat()
-                    out[prefix + entry.name] = (st.st_mtime_ns, st.st_size)
-    return out
-
-
-def probe_file(path: Path) -> tuple[int, int, int]:
-    """(frames, sample_rate, channels) of a readable file; raises on corrupt or truncated audio."""
-    info = sf.info(str(path))
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise RuntimeError("no audio frames")
-    with sf.SoundFile(str(path)) as f:  # read the tail: catches files truncated after the header
-        tail = min(info.frames, 256)
-        f.seek(info.frames - tail)
-        got = f.read(tail, dtype="float32", always_2d=True).shape[0]
-    if got != tail:
-        raise RuntimeError(f"truncated: header says {info.frames} frames, data ends early")
-    return int(info.frames), int(info.samplerate), int(info.channels)
+    truncated: list[str] = field(default_factory=list)
+    label_problems: list[str] = field(default_factory=list)
 
 
 def _stat_side_files(paths: Sequence[Path]) -> dict[str, list[int] | None]:
@@ -219,35 +186,6 @@ def _read_cache(path: Path | None) -> dict[str, Any]:
         return {}
 
 
-def _probe_all(
-    root: Path, stats: dict[str, tuple[int, int]], old: dict[str, Any]
-) -> tuple[dict[str, FileInfo], dict[str, list[Any]], int]:
-    """Probe the files whose (mtime, size) changed since the cached manifest ``old``."""
-    old_files: dict[str, FileInfo] = old.get("files", {})
-    old_corrupt: dict[str, list[Any]] = old.get("corrupt", {})
-    files: dict[str, FileInfo] = {}
-    corrupt: dict[str, list[Any]] = {}
-    probed = 0
-    for rel, (mtime, size) in track(sorted(stats.items()), f"manifest {root}", unit="file"):
-        prev = old_files.get(rel)
-        if prev is not None and prev[0] == mtime and prev[1] == size:
-            files[rel] = prev
-            continue
-        prevc = old_corrupt.get(rel)
-        if prevc is not None and prevc[0] == mtime and prevc[1] == size:
-            corrupt[rel] = prevc
-            continue
-        probed += 1
-        try:
-            frames, sr, ch = probe_file(root / rel)
-        except Exception as err:  # noqa: BLE001 - any decoder error means "unreadable"
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            corrupt[rel] = [mtime, size, reason]
-            continue
-        files[rel] = [mtime, size, frames, sr, ch]
-    return files, corrupt, probed
-
-
 def _write_cache(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -261,11 +199,13 @@ def build_manifest(
     sample_rate: int,
     cache_dir: str | os.PathLike[str] | None,
     write: bool,
+    on_bad_file: str = "skip",
 ) -> Manifest:
     """Index a corpus, reusing the cached manifest for files whose mtime and size are unchanged.
 
     ``write=False`` never touches the disk (used in ``setup`` on every rank); ``write=True`` saves
-    the manifest (and parsed side files) under ``cache_dir``.
+    the manifest (and parsed side files) under ``cache_dir``. ``on_bad_file``: ``skip`` (warn,
+    leave out unreadable files) or ``error`` (one error naming the first bad file).
     """
     root = Path(root)
     require_dir(root, layout.expected(root))
@@ -278,23 +218,26 @@ def build_manifest(
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"manifest-{manifest_key(layout, root, sample_rate)}.json"
     old = _read_cache(cache_file)
-    files, corrupt, probed = _probe_all(root, stats, old)
-    for rel, (_, _, reason) in corrupt.items():
-        warnings.warn(f"skipping unreadable audio file {root / rel}: {reason}", AudioDataWarning, 2)
+    files, corrupt, truncated, probed = probe_all(root, stats, old)
+    report_bad_files(root, corrupt, truncated, on_bad_file)
     if not files:
-        raise FileNotFoundError(f"no readable audio under {root} ({len(corrupt)} unreadable files)")
+        reason = next(iter(corrupt.values()))[2]
+        raise FileNotFoundError(
+            f"no readable audio under {root}: all {len(corrupt)} files are bad (e.g. "
+            f"{root / next(iter(corrupt))}: {reason})"
+        )
     side = _stat_side_files(layout.side_files(root))
     cache_parent = cache_file.parent if cache_file is not None else None
     derived = layout.records(ProbedFiles(root, files, sample_rate, cache_parent, write))
-    if corrupt:
-        log.warning("%d unreadable audio files skipped under %s", len(corrupt), root)
+    for problem in derived.label_problems:
+        warnings.warn(problem, AudioDataWarning, 2)
     if derived.label_ids_without_audio:
         log.info(
             "%d labelled utterance ids have no audio under %s and were skipped",
             len(derived.label_ids_without_audio),
             root,
         )
-    payload = {"files": files, "corrupt": corrupt, "side": side}
+    payload = {"files": files, "corrupt": corrupt, "truncated": truncated, "side": side}
     if write and cache_file is not None and any(old.get(k) != v for k, v in payload.items()):
         records = [r.to_json() for r in derived.records]
         _write_cache(cache_file, {"version": MANIFEST_VERSION, **payload, "records": records})
@@ -305,4 +248,6 @@ def build_manifest(
         unmatched=derived.unmatched,
         probed=probed,
         from_cache=probed == 0 and bool(old),
+        truncated=[str(root / r) for r in truncated],
+        label_problems=list(derived.label_problems),
     )

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Sampler
 
 from cpc_lightning.data.audio.manifest import AudioDataWarning
-from cpc_lightning.data.audio.windows import WindowDataset, seed_of
+from cpc_lightning.data.audio.windows import WindowDataset
+from cpc_lightning.data.resumable import SkipFirst, seed_of
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class _EpochHook(Sampler[int]):
         return sum(len(b) for b in self.owner)
 
 
-class _BatchSampler(Sampler[list[int]]):
-    """Shared parts: rank/world, per-epoch reseeding, equal batch counts on every rank."""
+class _BatchSampler(SkipFirst, Sampler[list[int]]):
+    """Shared parts: rank/world, per-epoch reseeding, equal batch counts on every rank, and
+    starting an epoch after its first k batches (``resume_at``: exact resume)."""
 
     def __init__(
         self,
@@ -105,8 +107,13 @@ class _BatchSampler(Sampler[list[int]]):
             batches = batches + [batches[i % len(batches)] for i in range(extra)]
         return batches[self.rank :: w]
 
+    def _rank_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, in order."""
+        return self._shard(self._global_batches())
+
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._shard(self._global_batches())
+        skip = self.take_skip()
+        yield from self._rank_batches()[skip:]
 
     def __len__(self) -> int:
         return math.ceil(self._num_global_batches() / self.world_size)
@@ -121,7 +128,7 @@ class UniformBatchSampler(_BatchSampler):
     def _per_rank(self) -> int:
         return math.ceil(self.num_items / self.world_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _rank_batches(self) -> list[list[int]]:
         order = (
             self._rng().permutation(self.num_items) if self.shuffle else np.arange(self.num_items)
         )
@@ -129,8 +136,7 @@ class UniformBatchSampler(_BatchSampler):
         if total > self.num_items:
             order = np.concatenate([order, order[: total - self.num_items]])
         mine = order[self.rank :: self.world_size].tolist()
-        for i in range(len(self)):
-            yield mine[i * self.batch_size : (i + 1) * self.batch_size]
+        return [mine[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
 
     def __len__(self) -> int:
         n = self._per_rank()

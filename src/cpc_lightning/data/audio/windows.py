@@ -14,11 +14,7 @@ from cpc_lightning.data import IGNORE_INDEX
 from cpc_lightning.data.audio.frames import LABEL_HOP
 from cpc_lightning.data.audio.manifest import AudioDataWarning, Utterance
 from cpc_lightning.data.audio.reader import AudioReader
-
-
-def seed_of(*parts: int) -> int:
-    """A 32-bit seed derived from integers (order matters)."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+from cpc_lightning.data.resumable import seed_of
 
 
 def window_start(
@@ -129,6 +125,8 @@ class WindowDataset(Dataset):
         start = self.start_of(index)
         try:
             real = self.reader.window(rec, start, self.window)
+            if not bool(torch.isfinite(real).all()):
+                raise ValueError("non-finite samples (NaN/inf; changed since it was indexed?)")
         except Exception as err:  # noqa: BLE001 - a file broken after indexing: keep training
             if rec.path not in self._failed:
                 self._failed.add(rec.path)

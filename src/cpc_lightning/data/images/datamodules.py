@@ -21,10 +21,11 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from cpc_lightning.data import tasks_with_labels
+from cpc_lightning.data.audio.samplers import UniformBatchSampler
 from cpc_lightning.data.images.patches import PatchGridDataset, grid_size, make_patch_augment
 from cpc_lightning.data.images.sources import (
     ArraySource,
@@ -34,6 +35,7 @@ from cpc_lightning.data.images.sources import (
     scan_image_folder,
 )
 from cpc_lightning.data.paths import require_dir, resolve_root
+from cpc_lightning.data.resumable import ResumableLoader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,12 +56,14 @@ class _PatchGridDataModule(pl.LightningDataModule):
 
     Implements the :class:`cpc_lightning.data.DataModule` contract for images (``modality =
     "image"``, labels are ``classes``; no speakers or frame labels). The held-out split is
-    ``test``. Lightning's distributed sampler shards the loaders (``handles_distributed=False``).
+    ``test``. The training order and augmentation are seeded per (seed, epoch, index) and the
+    training loader is resumable (exact resume); the seeded batch sampler shards the training and
+    validation loaders across DDP ranks itself (``handles_distributed=True``).
     """
 
     modality = "image"
     provides_speakers = False
-    handles_distributed = False
+    handles_distributed = True
     num_phones = 0
     _min_size: int | None = None  # images below this side length are an error (no resize)
     _size_hint = ""  # how to fix that error
@@ -75,9 +79,11 @@ class _PatchGridDataModule(pl.LightningDataModule):
         augment: str,
         mean: Sequence[float],
         std: Sequence[float],
+        seed: int = 0,
     ):
         super().__init__()
         self.root = resolve_root(root)
+        self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.image_size = int(image_size)
@@ -122,9 +128,13 @@ class _PatchGridDataModule(pl.LightningDataModule):
         train, test = self._build_sources()
         self._sources = {"train": train, "test": test}
         self.stats = {"train": len(train), "test": len(test)}
-        self._train_set = self._dataset("train", self._train_transform(), self.patch_augment)
+        self._train_set = self._dataset(
+            "train", self._train_transform(), self.patch_augment, seed=self.seed
+        )
 
-    def _dataset(self, split: str, transform, patch_augment=None) -> PatchGridDataset:
+    def _dataset(
+        self, split: str, transform, patch_augment=None, seed: int | None = None
+    ) -> PatchGridDataset:
         return PatchGridDataset(
             self._sources[split],
             transform,
@@ -133,14 +143,25 @@ class _PatchGridDataModule(pl.LightningDataModule):
             patch_augment=patch_augment,
             min_size=self._min_size,
             size_hint=self._size_hint,
+            seed=seed,
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
+    def _loader(
+        self, dataset: PatchGridDataset, batch_size: int, shuffle: bool, shard: bool = True
+    ) -> ResumableLoader:
+        """Seeded batches (``shuffle``: a new order per epoch); ``shard``: this DDP rank's."""
+        sampler = UniformBatchSampler(
+            len(dataset),
+            batch_size,
+            seed=self.seed,
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) >= batch_size,
+            dataset=dataset,  # type: ignore[arg-type]  # anything with set_epoch
+            **({} if shard else {"rank": 0, "world_size": 1}),
+        )
+        return ResumableLoader(
+            dataset,
+            sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -153,8 +174,11 @@ class _PatchGridDataModule(pl.LightningDataModule):
         return self._loader(self._train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Held-out split, deterministic (centre crop, no augmentation), fixed order."""
-        return self.feature_loader("test")
+        """Held-out split, deterministic (centre crop, no augmentation), fixed order; each DDP
+        rank validates its shard."""
+        self.setup()
+        dataset = self._dataset("test", self._eval_transform())
+        return self._loader(dataset, self.batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """Same as ``val_dataloader``."""
@@ -166,7 +190,7 @@ class _PatchGridDataModule(pl.LightningDataModule):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.setup()
         dataset = self._dataset(split, self._eval_transform())
-        return self._loader(dataset, batch_size or self.batch_size, shuffle=False)
+        return self._loader(dataset, batch_size or self.batch_size, shuffle=False, shard=False)
 
 
 class ImagePatchDataModule(_PatchGridDataModule):
@@ -192,9 +216,10 @@ class ImagePatchDataModule(_PatchGridDataModule):
         resize_size: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
     ):
         super().__init__(
-            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std
+            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed
         )
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.resize_size = int(resize_size or round(self.image_size / 0.875))
@@ -262,9 +287,10 @@ class CIFAR10PatchDataModule(_PatchGridDataModule):
         layout: str = "auto",
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        seed: int = 0,
     ):
         super().__init__(
-            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std
+            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed
         )
         if layout not in ("auto", "batches", "folder"):
             raise ValueError(f"layout must be auto, batches or folder, got {layout!r}")

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cpc_lightning.data.images.sources import ArraySource, FolderSource
+from cpc_lightning.data.resumable import seed_of
 
 AUGMENT_MODES = ("none", "v2")
 
@@ -94,7 +95,9 @@ class PatchGridDataset(Dataset):
 
     ``transform`` maps a PIL image to a normalised float tensor (C, S, S); ``min_size`` (if set)
     rejects images whose shorter side is below it with an error naming the file. Unreadable
-    files are skipped with a warning naming them (the next readable sample is returned).
+    files are skipped with a warning naming them (the next readable sample is returned). With a
+    ``seed``, the random transforms of item ``i`` draw from ``(seed, epoch, i)`` only (a resumed
+    run, or a worker process, sees the same crops); the epoch is shared with worker processes.
     """
 
     def __init__(
@@ -106,8 +109,11 @@ class PatchGridDataset(Dataset):
         patch_augment: Callable[[Tensor], Tensor] | None = None,
         min_size: int | None = None,
         size_hint: str = "",
+        seed: int | None = None,
     ):
         self.source = source
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.transform = transform
         self.patch_size = patch_size
         self.stride = stride
@@ -118,6 +124,10 @@ class PatchGridDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the seeded transforms draw from (the batch sampler forwards it)."""
+        self._epoch.fill_(int(epoch))
 
     def _load(self, idx: int) -> tuple[Image.Image, int, int]:
         n = len(self.source)
@@ -138,6 +148,10 @@ class PatchGridDataset(Dataset):
             return img, label, j
         raise RuntimeError(f"no readable image among the {n} of this split")
 
+    def _grid(self, img: Image.Image) -> Tensor:
+        x = cut_grid(self.transform(img), self.patch_size, self.stride)
+        return self.patch_augment(x) if self.patch_augment is not None else x
+
     def __getitem__(self, idx: int) -> dict[str, Tensor]:
         img, label, j = self._load(idx)
         if self.min_size is not None and min(img.size) < self.min_size:
@@ -146,9 +160,12 @@ class PatchGridDataset(Dataset):
                 f"image {self.source.name(j)} is {w}x{h}, smaller than the {self.min_size}x"
                 f"{self.min_size} crop; {self.size_hint}"
             )
-        x = cut_grid(self.transform(img), self.patch_size, self.stride)
-        if self.patch_augment is not None:
-            x = self.patch_augment(x)
+        if self.seed is None:
+            x = self._grid(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed_of(self.seed, int(self._epoch.item()), idx))
+                x = self._grid(img)
         return {
             "x": x,
             "label": torch.tensor(label, dtype=torch.int64),

@@ -1,0 +1,253 @@
+"""The divergence guard (``callbacks.guard``, on by default): no NaN reaches the weights.
+
+Each optimizer step, :class:`DivergenceGuard` looks at the loss of the step's backward pass(es)
+and at the gradients. If either is non-finite on any DDP rank, every rank skips the step
+together (gradients dropped, weights and optimizer state unchanged); the skip is counted
+(``guard/skipped_steps`` in the logs) and warned about. ``max_consecutive`` skips in a row stop
+the run: the finite weights are written to ``last.ckpt`` and :class:`TrainingDiverged` names the
+step, the checkpoints and the usual fixes (the entry point prints it as one line, exit code 2).
+While steps are being skipped no checkpoint is written, and no checkpoint is ever written from
+non-finite weights (:func:`weights_finite`, used by ``AtomicModelCheckpoint``).
+
+Under ``16-mixed`` the GradScaler already skips steps whose gradients overflow and lowers its
+scale: those are routine, not divergence, and are not counted; only a non-finite loss is. A loss
+above ``max_loss_ratio`` x the running median of the last ``window`` finite losses warns (once
+per excursion, from the second step on: a divergence often starts at step 1). The guard costs
+one host sync per step (the finiteness decision).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from cpc_lightning.errors import UserError
+
+log = logging.getLogger("cpc_lightning.guard")
+
+FIXES = (
+    "lower model.optimizer.lr, set trainer.gradient_clip_val=1.0, train in "
+    "trainer.precision=32-true, and check the data for NaN/inf (data.on_bad_file=error)"
+)
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients stayed non-finite for ``max_consecutive`` steps."""
+
+
+def tensors_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite (one reduction per device, one sync)."""
+    if not tensors:
+        return True
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t.detach())
+    for group in by_device.values():
+        # inf-norm = max |x|: inf for an inf anywhere, NaN for a NaN anywhere
+        norms = torch._foreach_norm(group, float("inf"))
+        if not bool(torch.isfinite(torch.stack(norms)).all()):
+            return False
+    return True
+
+
+def weights_finite(trainer: pl.Trainer, module: torch.nn.Module) -> bool:
+    """Whether every parameter and floating buffer of ``module`` is finite, on every rank."""
+    tensors = [p for p in module.parameters()]
+    tensors += [b for b in module.buffers() if b.is_floating_point()]
+    return not trainer.strategy.reduce_boolean_decision(not tensors_finite(tensors), all=False)
+
+
+def find_guard(trainer: pl.Trainer) -> DivergenceGuard | None:
+    """The trainer's :class:`DivergenceGuard`, if it has one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard)), None)
+
+
+def _grad_scaler(trainer: pl.Trainer) -> Any:
+    return getattr(trainer.precision_plugin, "scaler", None)
+
+
+class DivergenceGuard(Callback):
+    """Skip optimizer steps with a non-finite loss or gradient; stop after too many in a row.
+
+    Args:
+        max_consecutive: skipped steps in a row that stop the run (exit code 2).
+        max_loss_ratio: warn when the loss exceeds this multiple of its running median.
+        window: finite losses the running median is taken over (and the fewest steps between
+            two warnings).
+        min_history: finite losses needed before the explosion warning can fire.
+    """
+
+    def __init__(
+        self,
+        max_consecutive: int = 10,
+        max_loss_ratio: float = 10.0,
+        window: int = 100,
+        min_history: int = 1,
+    ) -> None:
+        if int(max_consecutive) < 1:
+            raise ValueError(f"callbacks.guard.max_consecutive={max_consecutive} must be >= 1")
+        if not float(max_loss_ratio) > 1.0:
+            raise ValueError(f"callbacks.guard.max_loss_ratio={max_loss_ratio} must be > 1")
+        self.max_consecutive = int(max_consecutive)
+        self.max_loss_ratio = float(max_loss_ratio)
+        self.window = int(window)
+        self.min_history = int(min_history)
+        self.skipped = 0  # steps skipped since the run began (resumes included)
+        self.consecutive = 0  # skipped steps in a row, up to now
+        self.first_bad_step: int | None = None  # global step of the first skip of this streak
+        self.spikes = 0  # loss explosions warned about
+        self._history: deque[float] = deque(maxlen=self.window)
+        self._exploding = False
+        self._warned_at: int | None = None
+        self._loss_finite = True
+        self._loss_value = math.nan
+        self._skip_now = False
+
+    # --- state (part of every checkpoint) -------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "skipped": self.skipped,
+            "consecutive": self.consecutive,
+            "first_bad_step": self.first_bad_step,
+            "spikes": self.spikes,
+            "history": list(self._history),
+            "exploding": self._exploding,
+            "warned_at": self._warned_at,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+        self.consecutive = int(state_dict.get("consecutive", 0))
+        self.first_bad_step = state_dict.get("first_bad_step")
+        self.spikes = int(state_dict.get("spikes", 0))
+        self._history = deque(state_dict.get("history", []), maxlen=self.window)
+        self._exploding = bool(state_dict.get("exploding", False))
+        self._warned_at = state_dict.get("warned_at")
+
+    @property
+    def in_streak(self) -> bool:
+        """Whether the last step was skipped (the weights are those of the streak's start)."""
+        return self.consecutive > 0
+
+    # --- hooks ----------------------------------------------------------------------------
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        """Remember whether this (micro-)batch's loss is finite."""
+        value = float(loss.detach().float())
+        self._loss_finite = self._loss_finite and math.isfinite(value)
+        self._loss_value = value
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Decide, on every rank together, whether this step is applied."""
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        scaler = _grad_scaler(trainer)
+        # Under a GradScaler an overflowing gradient is the scaler's business (it skips the step
+        # and lowers its scale); counting it here too would double-count.
+        grads_ok = scaler is not None or tensors_finite([p.grad for p in params])
+        bad = not (self._loss_finite and grads_ok)
+        self._skip_now = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        self._loss_finite = True
+        if self._skip_now:
+            for p in params:  # torch optimizers leave parameters without a gradient untouched
+                p.grad = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Count, log and warn; stop the run after ``max_consecutive`` skips in a row."""
+        step = trainer.global_step - 1  # the step's row in metrics.csv; its weights = step<N>.ckpt
+        if self._skip_now:
+            self._skip_now = False
+            self.skipped += 1
+            self.consecutive += 1
+            if self.first_bad_step is None:
+                self.first_bad_step = step
+            if trainer.is_global_zero:
+                log.warning(
+                    "step %d: non-finite loss or gradient (loss %s): optimizer step skipped "
+                    "(%d in a row; callbacks.guard.max_consecutive=%d stops the run)",
+                    step,
+                    self._loss_value,
+                    self.consecutive,
+                    self.max_consecutive,
+                )
+        else:
+            self.consecutive, self.first_bad_step = 0, None
+            self._watch_loss(trainer, step)
+        pl_module.log("guard/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
+        if self.consecutive >= self.max_consecutive:
+            self._stop(trainer, step)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _watch_loss(self, trainer: pl.Trainer, step: int) -> None:
+        """Warn when the loss leaves ``max_loss_ratio`` x the running median of the losses before
+        it (exploded losses do not enter that median; one warning per excursion, at most one per
+        ``window`` steps)."""
+        value = self._loss_value
+        if not math.isfinite(value):  # a GradScaler skip with a finite loss never gets here
+            return
+        exploding = False
+        if len(self._history) >= self.min_history:
+            typical = median(self._history)
+            exploding = typical > 0 and value > self.max_loss_ratio * typical
+            quiet = self._warned_at is not None and step - self._warned_at < self.window
+            if exploding and not self._exploding:
+                self.spikes += 1
+                if trainer.is_global_zero and not quiet:
+                    self._warned_at = step
+                    log.warning(
+                        "step %d: the loss exploded to %.4g, %.3g x its running median %.4g "
+                        "(callbacks.guard.max_loss_ratio=%g): %s",
+                        step,
+                        value,
+                        value / typical,
+                        typical,
+                        self.max_loss_ratio,
+                        FIXES,
+                    )
+        self._exploding = exploding
+        if not exploding:
+            self._history.append(value)
+
+    def _stop(self, trainer: pl.Trainer, step: int) -> None:
+        from cpc_lightning.runs import newest_intact_checkpoint
+        from cpc_lightning.training.checkpointing import atomic_save_checkpoint
+
+        callback = trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
+        first = self.first_bad_step if self.first_bad_step is not None else step
+        saved = ""
+        if folder is not None and weights_finite(trainer, trainer.lightning_module):
+            atomic_save_checkpoint(trainer, folder / "last.ckpt")
+            saved = (
+                f"; {folder / 'last.ckpt'} now holds the weights of step {first} (finite: the "
+                "skipped steps left them unchanged)"
+            )
+        before = newest_intact_checkpoint(folder, before_step=first) if folder else None
+        good = (
+            f"the newest checkpoint from before step {first} is {before[0]} (step {before[1]})"
+            if before
+            else f"no checkpoint is from before step {first}"
+        )
+        raise TrainingDiverged(
+            f"training diverged: the loss or the gradients were non-finite for "
+            f"{self.consecutive} steps in a row (steps {first}-{step}; "
+            f"callbacks.guard.max_consecutive={self.max_consecutive}){saved}; {good}. To fix: "
+            f"{FIXES}"
+        )
