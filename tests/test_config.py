@@ -133,7 +133,7 @@ def test_callbacks_instantiate(option, tmp_path):
     cfg = make_cfg([f"callbacks={option}"], tmp_path)
     made = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     assert all(isinstance(cb, pl.Callback) for cb in made)
-    assert len(made) == {"none": 0, "default": 3, "online_probe": 4}[option]
+    assert len(made) == {"none": 0, "default": 4, "online_probe": 5}[option]
 
 
 @pytest.mark.parametrize("option", options("probe"))

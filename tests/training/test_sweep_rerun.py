@@ -28,7 +28,7 @@ def test_config_difference_names_the_first_key_and_ignores_how_to_resume(tmp_pat
     b = make_cfg(tiny("ckpt_path=last", "trainer.enable_progress_bar=true"), tmp_path)
     assert config_difference(a, b) is None
     c = make_cfg(tiny("model.prediction_steps=4"), tmp_path)
-    assert config_difference(a, c).startswith("model.heads.num_steps: 3 -> 4")
+    assert config_difference(a, c).startswith("heads.num_steps: 3 -> 4")
 
 
 def point_dir(tmp_path: Path, cfg, result: bool, last: bool) -> Path:

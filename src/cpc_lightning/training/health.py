@@ -114,12 +114,23 @@ class TrainingHealth(Callback):
         profiler.start, profiler.stop = start, stop  # type: ignore[method-assign]
 
     def _reset(self) -> None:
+        # timed steps (a step after a checkpoint write or a resume is not timed) and their items
         self._steps = 0
         self._wait = 0.0
         self._period = 0.0
         self._samples = 0
+        self._timed_audio = 0
+        # padding over every step since the last row (in the checkpoint: a resumed run logs
+        # the same padded_frac as one that never stopped)
         self._audio_samples = 0
         self._padded: torch.Tensor | int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"audio_samples": self._audio_samples, "padded": int(self._padded)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._audio_samples = int(state_dict.get("audio_samples", 0))
+        self._padded = int(state_dict.get("padded", 0))
 
     # ------------------------------------------------------------------ timing
     def _mark(self, *args: Any) -> None:
@@ -157,25 +168,22 @@ class TrainingHealth(Callback):
         batch_idx: int,
     ) -> None:
         now = time.perf_counter()
+        mask = batch.get("mask")
+        if mask is not None:
+            self._audio_samples += int(mask.numel())
+            self._padded = self._padded + (mask.numel() - mask.sum())  # stays on the device
         if self._last_end is not None:
             self._steps += 1
             # the loader's own time when Lightning's fetch hook fired, else the whole gap
             self._wait += self._fetch if self._fetched else self._start - self._last_end
             self._period += now - self._last_end
-            self._count(batch)
+            self._samples += int(batch["x"].shape[0])
+            self._timed_audio += int(mask.numel()) if mask is not None else 0
         self._last_end = now
         self._fetch, self._fetched = 0.0, False
-        if self._will_log(trainer, stepped=True) and self._steps:
+        if self._will_log(trainer, stepped=True):
             self._log(trainer, pl_module)
             self._reset()
-
-    def _count(self, batch: Any) -> None:
-        x = batch["x"]
-        self._samples += int(x.shape[0])
-        mask = batch.get("mask")
-        if mask is not None:
-            self._audio_samples += int(mask.numel())
-            self._padded = self._padded + (mask.numel() - mask.sum())  # stays on the device
 
     @staticmethod
     def _will_log(trainer: pl.Trainer, stepped: bool) -> bool:
@@ -195,18 +203,18 @@ class TrainingHealth(Callback):
     def _values(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         world = max(int(trainer.world_size), 1)
         period = max(self._period, 1e-9)
-        out = {
-            "perf/step_time_s": period / self._steps,
-            "perf/data_wait_frac": self._wait / period,
-        }
-        if self._audio_samples:
-            rate = getattr(trainer.datamodule, "sample_rate", None) or 16000
-            audio_s = self._audio_samples / rate / period
-            out["perf/audio_s_per_s"] = audio_s
-            out["perf/audio_s_per_s_total"] = audio_s * world
-        else:
-            out["perf/images_per_s"] = self._samples / period
-            out["perf/images_per_s_total"] = self._samples / period * world
+        out: dict[str, float] = {}
+        if self._steps:  # wall-clock figures need at least one timed step
+            out["perf/step_time_s"] = period / self._steps
+            out["perf/data_wait_frac"] = self._wait / period
+            if self._timed_audio:
+                rate = getattr(trainer.datamodule, "sample_rate", None) or 16000
+                audio_s = self._timed_audio / rate / period
+                out["perf/audio_s_per_s"] = audio_s
+                out["perf/audio_s_per_s_total"] = audio_s * world
+            elif not self._audio_samples:
+                out["perf/images_per_s"] = self._samples / period
+                out["perf/images_per_s_total"] = self._samples / period * world
         out["perf/peak_mem_mb"] = peak_memory_mb(pl_module.device)
         if self._lr is not None:
             out["health/lr"], self._lr = self._lr, None

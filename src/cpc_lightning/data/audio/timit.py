@@ -44,8 +44,8 @@ from cpc_lightning.data.audio.manifest import (
     LayoutRecords,
     ProbedFiles,
     Utterance,
-    scan_tree,
 )
+from cpc_lightning.data.audio.probe import scan_tree
 from cpc_lightning.data.paths import resolve_root
 
 _SPEAKER = r"(?P<speaker>[fm][a-z]{3}\d)"
