@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Representation quality on the small real datasets of ../shared/data (the evaluation issue's
-# protocol): CPU pre-training of at most MINUTES minutes per dataset, then linear probes on the
-# frozen features beside the random-init and MFCC baselines, under the same probe and split.
+# Representation quality on the small real datasets of ../shared/data, on CPU (`make probes`).
 #
-#   bash benchmarks/real_data_probes.sh [OUT_DIR]        (make probes)
+#   bash benchmarks/real_data_probes.sh [OUT_DIR]              the recipe (default)
+#   PART=datasets bash benchmarks/real_data_probes.sh [OUT_DIR]  one pre-training per dataset
+#
+# recipe: `experiment=cpc_audio_cpu` (pre-training on speechocean762_subset, ~13 min on 2 cores)
+# once per seed in SEEDS (default "1 2 3"), then `evaluate` of each run on TIMIT's held-out
+# speakers (frame phones, ABX within/across, CTC phone error rate), speechocean762 speakers, FSDD
+# digits and speakers and Speech Commands words (speaker-disjoint), each beside random init and
+# MFCC; benchmarks/recipe_table.py prints mean +- std over the seeds (OUT_DIR/recipe.md).
+# datasets: pre-training of at most MINUTES minutes per dataset (fsdd, Speech Commands,
+# LibriSpeech sample, CIFAR-10), then probes with three probe seeds.
 #
 # Env: PY (python, default .venv/bin/python), DATA (the example datasets, default ../shared/data),
-# MINUTES (default 19), THREADS (torch threads per run while fsdd and speech_commands pre-train
-# side by side, default 1; twice that afterwards), SPEECH_MINUTES (the real-speech recipe's
-# pre-training budget on both threads, default 25), ONLY=speech (run the real-speech part alone).
-# Reports: OUT_DIR/<run>/eval/<task>.json and the tables printed at the end.
+# SEEDS, MINUTES (default 19), THREADS (torch threads per run while fsdd and speech_commands
+# pre-train side by side, default 1; twice that otherwise).
+# Reports: OUT_DIR/<run>/eval*/<task>.json and the tables printed at the end.
 set -euo pipefail
 OUT=$(realpath -m "${1:-runs/real_data_probes}")
 PY=${PY:-.venv/bin/python}
@@ -20,8 +26,6 @@ THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 LIMIT="trainer.max_time=00:00:${MINUTES}:00 trainer.enable_progress_bar=false probe.enabled=false"
-
-SPEECH_MINUTES=${SPEECH_MINUTES:-25}
 
 pretrain() {  # name, then overrides
   local name=$1
@@ -37,27 +41,37 @@ evaluate() {  # report name, run, task, then overrides; three probe seeds on cac
   "$PY" -m cpc_lightning.evaluate run_dir="$OUT/$run" task="$task" 'probe.seeds=[0,1,2]' "$@" |
     tee "$OUT/$name.txt"
 }
-speech() {
-  # Real speech: pre-train on speechocean762 (1,000 training utterances of 100 speakers, ~1 h;
-  # 25 speakers held out) for at most SPEECH_MINUTES minutes on both threads, then probe TIMIT's
-  # held-out speakers (frame phones, ABX within/across, phone error rate) and speaker identity on
-  # speechocean762 (all 125 speakers, a seeded 20 % of each speaker's utterances held out: a
-  # speaker probe must have seen the speakers it tests).
+recipe() {
   export OMP_NUM_THREADS=$((2 * THREADS))
-  /usr/bin/env time -f "speechocean pre-training wall %e s" "$PY" -m cpc_lightning.train \
-    data=speechocean762 trainer=cpu trainer.max_steps=1000000 \
-    trainer.max_time="00:00:${SPEECH_MINUTES}:00" trainer.val_check_interval=500 \
-    trainer.limit_val_batches=20 trainer.enable_progress_bar=false probe.enabled=false \
-    hydra.run.dir="$OUT/speechocean" >"$OUT/speechocean.log" 2>&1
-  evaluate timit.phones speechocean phones data=timit out_dir="$OUT/speechocean/eval_timit"
-  evaluate timit.abx speechocean abx data=timit out_dir="$OUT/speechocean/eval_timit"
-  evaluate timit.phone_recognition speechocean phone_recognition data=timit \
-    out_dir="$OUT/speechocean/eval_timit"
-  evaluate speechocean.speakers speechocean speakers data=speechocean762 data.num_test_speakers=null \
-    data.test_fraction=0.2 out_dir="$OUT/speechocean/eval_speakers"
+  local runs=()
+  for seed in ${SEEDS:-1 2 3}; do
+    local run="$OUT/recipe_seed$seed"
+    local start=$SECONDS
+    "$PY" -m cpc_lightning.train experiment=cpc_audio_cpu seed="$seed" \
+      trainer.enable_progress_bar=false hydra.run.dir="$run" >"$run.log" 2>&1
+    echo $((SECONDS - start)) >"$run/pretrain_wall_s.txt"
+    echo "seed $seed: pre-training wall $((SECONDS - start)) s"
+    # features under bf16 autocast (EVAL_PRECISION=32 for fp32); the large sets are capped
+    # (seeded) so that one seed's evaluations take minutes: speechocean762 400 + 150
+    # utterances, FSDD 1,000 training clips (all 300 test clips)
+    local ev=("$PY" -m cpc_lightning.evaluate run_dir="$run" precision="${EVAL_PRECISION:-bf16}")
+    for task in phones abx phone_recognition; do
+      "${ev[@]}" task=$task data=timit out_dir="$run/eval_timit"
+    done
+    # speaker identity needs the test speakers in training: all 125, 20 % of each held out
+    "${ev[@]}" task=speakers data=speechocean762 data.num_test_speakers=null \
+      data.test_fraction=0.2 probe.max_train_items=400 probe.max_test_items=150 \
+      out_dir="$run/eval_speechocean"
+    for task in classes speakers; do
+      "${ev[@]}" task=$task data=fsdd probe.max_train_items=1000 out_dir="$run/eval_fsdd"
+    done
+    "${ev[@]}" task=classes data=speech_commands out_dir="$run/eval_speech_commands"
+    runs+=("$run")
+  done
+  "$PY" benchmarks/recipe_table.py "${runs[@]}" --out "$OUT/recipe.md"
 }
-if [ "${ONLY:-}" = speech ]; then
-  speech
+if [ "${PART:-recipe}" = recipe ]; then
+  recipe
   exit 0
 fi
 
@@ -84,4 +98,3 @@ evaluate librispeech.phones librispeech phones
 evaluate cifar.classes cifar classes
 # The encoder's patch vectors z (before the masked-conv context), mean-pooled over the grid.
 evaluate cifar.classes_z cifar classes feature=z out_dir="$OUT/cifar/eval_z"
-speech

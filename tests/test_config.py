@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import CONF, SHARED_DATA, make_cfg, make_image_tree
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from cpc_lightning.build import build_model
 from cpc_lightning.data import TASKS, DataModule
@@ -40,6 +40,7 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
         "speech_commands",
         "cifar10_patches",
         "timit",
+        "timit_val",
         "speechocean762",
         "speech_mix",
     ):
@@ -153,18 +154,41 @@ def test_debug_overlays_compose(option, tmp_path):
     assert cfg.probe.enabled is False and cfg.trainer.max_steps <= 200
 
 
+#: search option -> (overrides it is used with, the swept keys, the metric it maximises)
+SEARCHES = {
+    "optuna": (
+        [],
+        {"model.optimizer.lr", "model.prediction_steps", "negatives.num_negatives"},
+        "val/online_probe_acc",
+    ),
+    "cpc_audio_cpu": (
+        ["experiment=cpc_audio_cpu"],
+        {
+            "model.optimizer.lr",
+            "data.sampler",
+            "data.augment_params.pitch.p",
+            "data.augment_params.reverb.p",
+        },
+        "probe/phones/cpc",
+    ),
+}
+
+
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_hparams_search_overlays_compose_with_their_sweeper(option):
     from helpers import compose_entry
 
-    cfg = compose_entry("train", [f"hparams_search={option}"], hydra=True)
+    extra, swept, metric = SEARCHES[option]
+    cfg = compose_entry("train", [*extra, f"hparams_search={option}"], hydra=True)
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
-    assert set(cfg.hydra.sweeper.params) == {
-        "model.optimizer.lr",
-        "model.prediction_steps",
-        "negatives.num_negatives",
-    }
-    assert cfg.optimized_metric == "val/online_probe_acc" and "online_probe" in cfg.callbacks
+    assert set(cfg.hydra.sweeper.params) == swept
+    for key in swept:  # every swept key exists in the config it sweeps
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+    assert cfg.optimized_metric == metric
+    if metric == "val/online_probe_acc":
+        assert "online_probe" in cfg.callbacks
+    else:  # an end-of-run probe score: on data that is not the training data's test split
+        assert cfg.probe.enabled and cfg.probe.data._target_.endswith("TimitDataModule")
 
 
 @pytest.mark.parametrize("option", options("experiment"))

@@ -125,7 +125,7 @@ def _write(
     device: torch.device,
 ) -> tuple[list[str], dict[str, int]]:
     """Write every record's features; return the relative paths and the dim of each folder."""
-    autocast = settings.precision == "bf16" and device.type == "cuda"
+    autocast = settings.precision == "bf16" and device.type in ("cuda", "cpu")
     files: list[str] = []
     dims: dict[str, int] = {}
     with torch.no_grad():

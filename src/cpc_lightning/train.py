@@ -32,7 +32,7 @@ from cpc_lightning.errors import (
     user_error_from_worker,
     user_errors,
 )
-from cpc_lightning.eval.probes import end_of_training_probes
+from cpc_lightning.eval.probes import end_of_training_probes, probe_datamodule
 from cpc_lightning.runs import (
     RESOLVED_CONFIG,
     checkpoint_global_step,
@@ -81,6 +81,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg)
     check_data_fits_model(model, datamodule)
     initial = copy.deepcopy(model)  # the random-init baseline of the end-of-run probes
+    probe_data = datamodule
+    if cfg.probe.enabled and cfg.probe.get("data"):  # checked before training, not after
+        with user_errors("probe.data"):
+            probe_data = probe_datamodule(cfg.probe.data, datamodule)
 
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg, out_dir)
@@ -122,9 +126,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if start_step is not None:
         result["resumed_from_step"] = start_step
     if cfg.probe.enabled and trainer.is_global_zero:
-        table = end_of_training_probes(
-            cfg, model, initial, datamodule, weights_tag(last), trainer.loggers
+        table, accuracies = end_of_training_probes(
+            cfg, model, initial, probe_data, weights_tag(last), trainer.loggers
         )
+        result["metrics"].update(accuracies)
         if table:
             result["probe_table"] = table
             (out_dir / "probe.md").write_text(table + "\n")

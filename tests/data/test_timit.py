@@ -163,3 +163,24 @@ def test_the_shared_sample(shared_data, tmp_path):
     assert len(rec.phones) == expected_phone_frames(sf.info(rec.path).frames)
     used = {int(p) for r in dm.items("train") for p in r.phones if p >= 0}
     assert len(used) >= 36  # nearly all 39 classes occur in 80 sentences
+
+
+def test_the_validation_split_never_holds_a_test_speaker(shared_data, tmp_path):
+    """data=timit_val: only data=timit's training speakers, two of them held out."""
+    root = shared_data / "timit_sample"
+    test_side = set(instantiate(make_cfg(["data=timit", f"data.root={root}"], tmp_path).data)
+                    .split_rule.test_speakers)  # fmt: skip
+    cfg = make_cfg(["data=timit_val", f"data.root={root}"], tmp_path / "v")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    train = {r.speaker for r in dm.items("train")}
+    val = {r.speaker for r in dm.items("test")}
+    assert val == {"faem0", "maeb0"} and len(train) == 6
+    assert not (train | val) & test_side
+    assert dm.stats["excluded_from_split"] == 4 * 10 + 2 * 2  # 4 speakers; sa* of 2 val ones
+
+
+def test_an_unknown_excluded_speaker_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"data.exclude_speakers: \['nobody'\]"):
+        timit(nltk_tree(tmp_path / "timit"), tmp_path, "data.num_test_speakers=1",
+              "data.exclude_speakers=[nobody]")  # fmt: skip

@@ -94,7 +94,7 @@ class _Featurizer:
 
     def __enter__(self) -> Callable[[torch.Tensor], torch.Tensor]:
         model, s = self.source.model, self.settings
-        autocast = s.precision == "bf16" and self.device.type == "cuda"
+        autocast = s.precision == "bf16" and self.device.type in ("cuda", "cpu")
         if model is None:
             transform = mfcc_transform(self.sample_rate).to(self.device)
             return lambda w: mfcc_frames(transform, w.to(self.device)).float().cpu()

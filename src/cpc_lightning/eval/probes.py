@@ -59,20 +59,23 @@ def end_of_training_probes(
     datamodule: Any,
     tag: str | None,
     loggers: list[Any] | None = None,
-) -> str:
+) -> tuple[str, dict[str, float]]:
     """Linear probes on frozen features (as ``evaluate`` runs them): the trained model vs. the
-    same nets at their initial weights (and MFCC for audio). Reports go to
-    ``<run dir>/eval/<task>.json``, accuracies to the run's loggers; returns the table."""
+    same nets at their initial weights and MFCC for audio (``probe.baselines``), on
+    ``datamodule`` (the training data, or :func:`probe_datamodule` of ``probe.data``). Reports go
+    to ``<run dir>/eval/<task>.json``, accuracies (``probe/<task>/<source>``) to the run's
+    loggers; returns the table and those accuracies."""
+    data_cfg = cfg.probe.get("data") or cfg.data  # ``datamodule`` is built from it
     have = datamodule.tasks
     tasks = [t for t in cfg.probe.tasks if t in have] or (["classes"] if "classes" in have else [])
     if not tasks:
         log.info("probe skipped: %s has no labels for %s", type(datamodule).__name__, tasks)
-        return ""
+        return "", {}
     out_dir = Path(cfg.paths.output_dir)
     settings = EvalSettings.from_mapping(
         {**OmegaConf.to_container(cfg.probe, resolve=True), "seeds": [int(cfg.seed)]}
     )
-    baselines = baseline_names("all", datamodule.modality)
+    baselines = baseline_names(cfg.probe.get("baselines", "all"), datamodule.modality)
     sources = comparison_sources(model, tag, baselines, lambda: initial, f"init:{tag}")
     start = time.perf_counter()
     reports = evaluate_sources(
@@ -80,14 +83,36 @@ def end_of_training_probes(
         datamodule,
         tasks,
         settings,
-        data_key=OmegaConf.to_container(cfg.data, resolve=True),
+        data_key=OmegaConf.to_container(data_cfg, resolve=True),
         out_dir=out_dir / "eval",
-        meta={"run_dir": str(out_dir), "checkpoint": "in-memory model at the end of training"},
+        meta={
+            "run_dir": str(out_dir),
+            "checkpoint": "in-memory model at the end of training",
+            "data": {"target": data_cfg.get("_target_"), "root": str(datamodule.root)},
+        },
     )
     seconds = time.perf_counter() - start
     log.info("end-of-run probes took %.1f s", seconds)
-    metrics = {**accuracy_summary(reports), "probe/wall_seconds": seconds}
+    accuracies = accuracy_summary(reports)
     for lg in loggers or []:
-        lg.log_metrics(metrics)
+        lg.log_metrics({**accuracies, "probe/wall_seconds": seconds})
         lg.save()
-    return combined_table(reports) + f"\n(probe wall time {seconds:.1f} s)" if reports else ""
+    if not reports:
+        return "", accuracies
+    return combined_table(reports) + f"\n(probe wall time {seconds:.1f} s)", accuracies
+
+
+def probe_datamodule(data: DictConfig, trained_on: Any) -> Any:
+    """The DataModule of ``probe.data``, set up, at the training data's sample rate."""
+    from cpc_lightning.build import build_datamodule
+
+    probe = build_datamodule(data)
+    rate, want = getattr(probe, "sample_rate", None), getattr(trained_on, "sample_rate", None)
+    if rate != want:
+        raise UserError(
+            f"probe.data.sample_rate={rate} differs from the training data's {want}: set "
+            f"probe.data.sample_rate={want}"
+        )
+    probe.prepare_data()
+    probe.setup()
+    return probe

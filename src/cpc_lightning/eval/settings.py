@@ -35,7 +35,7 @@ class EvalSettings:
     layer: int | None = None  # context layer (0-based, negative from the top); None: the output
     pool: str = "mean"  # pooled tasks, learned features: mean | meanstd (MFCC: always meanstd)
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "32"  # 32 | bf16 (autocast on CUDA only)
+    precision: str = "32"  # 32 | bf16 (autocast, CUDA or CPU)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> EvalSettings:

@@ -61,7 +61,8 @@ class AudioDataModule(pl.LightningDataModule):
 
     The held-out ``test`` split (Lightning's validation loop) is chosen by ``test_pattern``,
     ``test_speakers``, ``num_test_speakers``, the layout's split files, or ``test_fraction``
-    (see :class:`~cpc_lightning.data.audio.labels.SplitRule`).
+    (see :class:`~cpc_lightning.data.audio.labels.SplitRule`); ``exclude_speakers`` are in
+    neither split.
 
     Caching: files not at ``sample_rate`` are resampled once into one memory-mapped ``.npy`` in
     ``cache_dir`` by ``prepare_data`` (``resample_cache``; float32, ~230 MB per hour of audio),
@@ -87,6 +88,7 @@ class AudioDataModule(pl.LightningDataModule):
         test_speakers: Sequence[str] | None = None,
         num_test_speakers: int | None = None,
         test_fraction: float = 0.1,
+        exclude_speakers: Sequence[str] | None = None,
         seed: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         augment: Sequence[str] | None = None,
@@ -123,6 +125,8 @@ class AudioDataModule(pl.LightningDataModule):
         self.split_rule = SplitRule(
             test_pattern, speakers, num_test_speakers, float(test_fraction), self.seed
         )
+        if exclude_speakers:
+            self.split_rule.exclude_speakers = [str(s) for s in plain(exclude_speakers)]
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache"
         self.augment = build_augment(plain(augment), plain(augment_params), self.sample_rate)
         self.resample_cache = bool(resample_cache)

@@ -82,6 +82,8 @@ class SplitRule:
     are speaker-disjoint; ``keep_together`` (regex on the uid, e.g. TIMIT's ``sa`` sentences,
     read by every speaker) keeps matching texts on the training side only: the held-out
     utterances that match are excluded from both splits (so test speakers stay unseen).
+    ``exclude_speakers``: these speakers' utterances are in neither split (e.g. a validation
+    split among the training speakers only, for model selection that never sees the test ones).
     """
 
     test_pattern: str | None = None
@@ -92,6 +94,7 @@ class SplitRule:
     test_ids: set[str] | None = field(default=None, repr=False)
     train_ids: set[str] | None = field(default=None, repr=False)
     keep_together: str | None = None
+    exclude_speakers: list[str] | None = None
 
     def key(self) -> dict:
         """What decides the split (for cache keys)."""
@@ -102,11 +105,15 @@ class SplitRule:
             "test_fraction": self.test_fraction,
             "seed": self.seed,
             "keep_together": self.keep_together,
+            "exclude_speakers": self.exclude_speakers,
         }
 
     def held_out(self, records: Sequence[Utterance], root: Path) -> tuple[set[str], set[str]]:
         """``(test uids, excluded uids)``: the held-out utterances (some, never all, when a
-        pattern or speaker rule selects them) and those of them ``keep_together`` drops."""
+        pattern or speaker rule selects them) and those left out (``keep_together`` among the
+        held-out ones, every utterance of ``exclude_speakers``)."""
+        dropped = self._excluded(records)
+        records = [r for r in records if r.uid not in dropped]
         uids = [r.uid for r in records]
         if self.test_pattern:
             rx = compile_pattern(self.test_pattern, "data.test_pattern")
@@ -131,10 +138,23 @@ class SplitRule:
                 "select some but not all (the held-out split)"
             )
         if not self.keep_together:
-            return held, set()
+            return held, dropped
         together = re.compile(self.keep_together)
         excluded = {u for u in held if together.search(u)}
-        return held - excluded, excluded
+        return held - excluded, excluded | dropped
+
+    def _excluded(self, records: Sequence[Utterance]) -> set[str]:
+        if not self.exclude_speakers:
+            return set()
+        wanted = {str(s) for s in self.exclude_speakers}
+        speakers = sorted({r.speaker for r in records if r.speaker is not None})
+        unknown = sorted(wanted - set(speakers))
+        if unknown:
+            raise ValueError(
+                f"data.exclude_speakers: {unknown} are not speakers of this corpus "
+                f"(e.g. {speakers[:5]}); list existing speaker ids"
+            )
+        return {r.uid for r in records if r.speaker in wanted}
 
     def _test_speakers(self, records: Sequence[Utterance]) -> set[str]:
         speakers = sorted({r.speaker for r in records if r.speaker is not None})

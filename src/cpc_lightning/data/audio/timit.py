@@ -237,7 +237,11 @@ class TimitLayout:
             return rule
         if official and len(set(official.values())) == 2:
             held = {u for u, s in official.items() if s == "test"}
-            return SplitRule(test_ids=held, keep_together=SHARED_SENTENCES)
+            return SplitRule(
+                test_ids=held,
+                keep_together=SHARED_SENTENCES,
+                exclude_speakers=rule.exclude_speakers,
+            )
         if not rule.num_test_speakers:
             raise ValueError(
                 "TIMIT needs a speaker-disjoint split: set data.test_speakers=[...] or "
