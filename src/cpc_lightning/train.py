@@ -125,18 +125,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     result["environment"] = environment
     if start_step is not None:
         result["resumed_from_step"] = start_step
-    if cfg.probe.enabled and trainer.is_global_zero:
-        table, accuracies = end_of_training_probes(
-            cfg, model, initial, probe_data, weights_tag(last), trainer.loggers
-        )
-        result["metrics"].update(accuracies)
-        if table:
-            result["probe_table"] = table
-            (out_dir / "probe.md").write_text(table + "\n")
-            print("\nLinear probes on frozen features (held-out split, accuracy):\n" + table)
     if trainer.is_global_zero:
+        if cfg.probe.enabled:
+            _probe(cfg, model, initial, probe_data, last, trainer, result)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _probe(
+    cfg: DictConfig,
+    model: Any,
+    initial: Any,
+    probe_data: Any,
+    last: Path,
+    trainer: pl.Trainer,
+    result: dict[str, Any],
+) -> None:
+    """The end-of-run probes: their scores join ``result``'s metrics, their table is printed."""
+    table, accuracies = end_of_training_probes(
+        cfg, model, initial, probe_data, weights_tag(last), trainer.loggers
+    )
+    result["metrics"].update(accuracies)
+    if table:
+        result["probe_table"] = table
+        (Path(cfg.paths.output_dir) / "probe.md").write_text(table + "\n")
+        print("\nLinear probes on frozen features (held-out split, accuracy):\n" + table)
 
 
 def _record_failure(exc: BaseException) -> float:

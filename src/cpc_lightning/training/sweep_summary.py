@@ -215,13 +215,31 @@ def plot(path: Path, points: list[Point], keys: list[str], metric: str) -> None:
         ax.plot([p.overrides[keys[0]] for p in sub], [_value(p, metric) for p in sub], marker="o")
         ax.set_xlabel(keys[0])
     else:
-        labels = [" ".join(f"{k}={p.overrides.get(k)}" for k in keys) or p.job for p in points]
+        labels = [_bar_label(p, keys) for p in points]
         ax.bar(range(len(points)), [_value(p, metric) for p in points])
-        ax.set_xticks(range(len(points)), labels, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(points)), labels, fontsize=7)
     ax.set_ylabel(metric)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _bar_label(point: Point, keys: list[str]) -> str:
+    """The job, then one line per swept key: its last name part (two when that is as short as
+    ``p``) and the value, floats to 3 digits."""
+    lines = [f"job {point.job}"]
+    for k in keys:
+        parts = k.split(".")
+        name = ".".join(parts[-2:]) if len(parts[-1]) <= 2 else parts[-1]
+        lines.append(f"{name}={_fmt(point.overrides.get(k))}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def summarize(sweep_dir: str | Path, metric: str = "val/loss") -> list[Point]:

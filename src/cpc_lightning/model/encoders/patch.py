@@ -49,61 +49,67 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
-class PreActBasicBlock(nn.Module):
+class _PreActBlock(nn.Module):
+    """Pre-activation residual block: ``x + conv_n(act(norm_n(... conv_1(act(norm_1(x))))))``.
+
+    ``stages`` are ``(channels in, conv)`` pairs, registered as ``norm<i>`` / ``conv<i>``. When
+    the shape changes the shortcut is a strided 1x1 conv of the first activated input."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        norm: Callable[[int], nn.Module],
+        stages: list[tuple[int, nn.Conv2d]],
+    ):
+        super().__init__()
+        for i, (channels, conv) in enumerate(stages, 1):
+            setattr(self, f"norm{i}", norm(channels))
+            setattr(self, f"conv{i}", conv)
+        self.depth = len(stages)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = (
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act(self.norm1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        for i in range(2, self.depth + 1):
+            out = getattr(self, f"conv{i}")(self.act(getattr(self, f"norm{i}")(out)))
+        return out + skip
+
+
+class PreActBasicBlock(_PreActBlock):
     """ResNet-v2 basic block: x + conv(act(norm(conv(act(norm(x))))))."""
 
     expansion = 1
 
     def __init__(self, cin: int, width: int, stride: int, norm: Callable[[int], nn.Module]):
-        super().__init__()
         cout = width * self.expansion
-        self.norm1 = norm(cin)
-        self.conv1 = _conv3x3(cin, width, stride)
-        self.norm2 = norm(width)
-        self.conv2 = _conv3x3(width, cout)
-        self.act = nn.ReLU(inplace=True)
-        self.shortcut = (
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-            if stride != 1 or cin != cout
-            else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.norm1(x))
-        skip = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(self.act(self.norm2(out)))
-        return out + skip
+        stages = [(cin, _conv3x3(cin, width, stride)), (width, _conv3x3(width, cout))]
+        super().__init__(cin, cout, stride, norm, stages)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_PreActBlock):
     """ResNet-v2 bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4), each after norm + ReLU."""
 
     expansion = 4
 
     def __init__(self, cin: int, width: int, stride: int, norm: Callable[[int], nn.Module]):
-        super().__init__()
         cout = width * self.expansion
-        self.norm1 = norm(cin)
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.norm2 = norm(width)
-        self.conv2 = _conv3x3(width, width, stride)
-        self.norm3 = norm(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.act = nn.ReLU(inplace=True)
-        self.shortcut = (
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-            if stride != 1 or cin != cout
-            else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.norm1(x))
-        skip = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(self.act(self.norm2(out)))
-        out = self.conv3(self.act(self.norm3(out)))
-        return out + skip
+        stages = [
+            (cin, nn.Conv2d(cin, width, 1, bias=False)),
+            (width, _conv3x3(width, width, stride)),
+            (width, nn.Conv2d(width, cout, 1, bias=False)),
+        ]
+        super().__init__(cin, cout, stride, norm, stages)
 
 
 def _apply_per_patch(net: nn.Module, x: Tensor) -> Tensor:
