@@ -58,7 +58,7 @@ def _cell(values: list[float]) -> str:
 def table(runs: list[Path]) -> str:
     """The markdown table: one row per task, CPC / random init / MFCC, and whether CPC wins."""
     lines = [
-        f"| task (TIMIT: 4 held-out speakers) | CPC ({len(runs)} seeds) | random init | MFCC "
+        f"| task (TIMIT: 4 held-out speakers) | CPC ({len(runs)} seed{'s' if len(runs) > 1 else ''}) | random init | MFCC "
         "| CPC vs MFCC |",
         "|---|---|---|---|---|",
     ]
