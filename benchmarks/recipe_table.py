@@ -57,9 +57,9 @@ def _cell(values: list[float]) -> str:
 
 def table(runs: list[Path]) -> str:
     """The markdown table: one row per task, CPC / random init / MFCC, and whether CPC wins."""
+    seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
     lines = [
-        f"| task (TIMIT: 4 held-out speakers) | CPC ({len(runs)} seed{'s' if len(runs) > 1 else ''}) | random init | MFCC "
-        "| CPC vs MFCC |",
+        f"| task (TIMIT: 4 held-out speakers) | CPC ({seeds}) | random init | MFCC | CPC vs MFCC |",
         "|---|---|---|---|---|",
     ]
     for label, rel, key, scale, higher in ROWS:
