@@ -122,11 +122,15 @@ class AudioDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         speakers = [str(s) for s in plain(test_speakers)] if test_speakers else None
+        excluded = [str(s) for s in plain(exclude_speakers)] if exclude_speakers else None
         self.split_rule = SplitRule(
-            test_pattern, speakers, num_test_speakers, float(test_fraction), self.seed
+            test_pattern,
+            speakers,
+            num_test_speakers,
+            float(test_fraction),
+            self.seed,
+            exclude_speakers=excluded,
         )
-        if exclude_speakers:
-            self.split_rule.exclude_speakers = [str(s) for s in plain(exclude_speakers)]
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache"
         self.augment = build_augment(plain(augment), plain(augment_params), self.sample_rate)
         self.resample_cache = bool(resample_cache)
