@@ -9,7 +9,7 @@ Prints, all measured in this one run on this machine:
   vectors ``(M, N, D)`` before scoring: time and peak-memory ratios,
 - the profiler's top operators of one step.
 
-Usage: ``python benchmarks/step.py [--threads 2] [--repeats 5] [--passes 3] [--channels 512]``
+Usage: ``python benchmarks/step.py [--threads 2] [--repeats 3] [--passes 5] [--channels 512]``
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def infonce_in_subprocess(kind: str, args) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--passes", type=int, default=3, help="interleaved fp32/bf16 passes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=5, help="interleaved fp32/bf16 passes")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--window", type=int, default=20480)
     parser.add_argument("--channels", type=int, default=512)

@@ -78,3 +78,13 @@ def test_grid_context_hidden_states():
     states = ctx.hidden_states(z)
     assert [s.shape[-1] for s in states] == [10, 10, 6]
     torch.testing.assert_close(states[-1], ctx(z))
+
+
+def test_gru_runs_in_float32_under_cpu_autocast():
+    torch.manual_seed(0)
+    gru = GRUContext(16, 8)
+    z = torch.randn(2, 5, 16).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c = gru(z)
+    assert c.dtype == torch.float32
+    torch.testing.assert_close(c, gru(z.float()))

@@ -61,3 +61,20 @@ def test_bf16_autocast_runs_the_stack_in_bf16_close_to_fp32(norm):
         if g.norm() < 1e-6:  # a conv bias before BatchNorm: its true gradient is 0
             continue
         assert torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0) > 0.98
+
+
+@pytest.mark.parametrize(
+    "cin,kernel,stride,padding,length",
+    [(1, 10, 5, 3, 1003), (1, 7, 3, 2, 101), (8, 4, 2, 1, 50), (40, 8, 4, 2, 37), (80, 3, 1, 1, 9)],
+)
+def test_strided_conv_equals_conv1d_on_every_path(cin, kernel, stride, padding, length):
+    """im2col (narrow input), block GEMM (kernel = 2 stride) and the conv1d fallback."""
+    from cpc_lightning.model.encoders.audio import StridedConv
+
+    torch.manual_seed(0)
+    conv = StridedConv(cin, 6, kernel, stride, padding).double()
+    x = torch.randn(2, length, cin, dtype=torch.float64, requires_grad=True)
+    w = conv.weight
+    ref = torch.nn.functional.conv1d(x.transpose(1, 2), w, conv.bias, stride, padding)
+    torch.testing.assert_close(conv(x), ref.transpose(1, 2))
+    torch.autograd.gradcheck(conv, (x[:, :30].detach().requires_grad_(),))

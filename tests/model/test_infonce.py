@@ -115,3 +115,26 @@ def test_logits_float32_under_bf16_autocast():
     assert out.loss.dtype == torch.float32
     exact = info_nce(pred.float(), cand.float(), pos, neg, weight)
     torch.testing.assert_close(ref.loss, exact.loss)
+
+
+def test_bf16_operands_give_float32_logits_and_bf16_accurate_gradients():
+    """The CPU bf16 path: logits exact for the bf16 inputs, repeated indices accumulate."""
+    from cpc_lightning.model.infonce import candidate_logits
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(3, 40, 32, generator=g).bfloat16().requires_grad_()
+    cand = torch.randn(50, 32, generator=g).bfloat16().requires_grad_()
+    index = torch.randint(0, 50, (3, 40, 9), generator=g)
+    index[:, :, 1] = index[:, :, 0]  # the positive again among the negatives
+    logits = candidate_logits(pred, cand, index)
+    assert logits.dtype == torch.float32
+    p64 = pred.detach().double().requires_grad_()
+    c64 = cand.detach().double().requires_grad_()
+    ref = (p64 @ c64.t()).gather(2, index)
+    torch.testing.assert_close(logits.double(), ref, atol=1e-4, rtol=1e-5)
+    up = torch.randn(logits.shape, generator=g)
+    logits.backward(up)
+    ref.backward(up.double())
+    for ours, exact in ((pred.grad, p64.grad), (cand.grad, c64.grad)):
+        assert ours.dtype == torch.bfloat16
+        assert ((ours.double() - exact).norm() / exact.norm()).item() < 1e-2

@@ -24,14 +24,56 @@ class InfoNCEOutput:
     num_anchors: torch.Tensor
 
 
-def candidate_scores(pred: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """All scores ``pred @ candidates^T``: ``(K, M, D) x (Nc, D) -> (K, M, Nc)``.
+def candidate_logits(
+    pred: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor
+) -> torch.Tensor:
+    """The scores ``pred[k, m] . candidates[index[k, m, j]]``: ``(K, M, J)``, at least float32.
 
-    At least float32 (float64 inputs stay float64), with autocast off.
+    All scores ``pred @ candidates^T`` ``(K, M, Nc)`` are computed in one GEMM, with autocast
+    off, then the ``index`` columns gathered (float64 inputs stay float64). bfloat16 inputs on
+    CPU (autocast's output) take :class:`_Bf16Logits`: the same float32 logits, faster.
     """
+    if pred.dtype == candidates.dtype == torch.bfloat16 and pred.device.type == "cpu":
+        return _Bf16Logits.apply(pred, candidates, index)
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     with torch.autocast(pred.device.type, enabled=False):
-        return torch.matmul(pred.to(dtype), candidates.to(dtype).t())
+        return torch.matmul(pred.to(dtype), candidates.to(dtype).t()).gather(2, index)
+
+
+class _Bf16Logits(torch.autograd.Function):
+    """:func:`candidate_logits` for bfloat16 operands on CPU.
+
+    Forward: a float32 GEMM that oneDNN may run on bf16 units (``fp32_precision="bf16"``); its
+    operands are exactly bf16 already, so nothing is rounded and the logits equal the plain
+    float32 product (up to summation order). Backward: the scattered logit gradient is rounded to
+    bf16 and both products run in bf16 with float32 accumulation, as autocast runs every other
+    matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor):  # type: ignore[override]
+        ctx.save_for_backward(pred, candidates, index)
+        k, m, d = pred.shape
+        mm = torch.backends.mkldnn.matmul
+        before = mm.fp32_precision
+        mm.fp32_precision = "bf16"
+        try:
+            with torch.autocast("cpu", enabled=False):
+                scores = torch.mm(pred.reshape(k * m, d).float(), candidates.float().t())
+        finally:
+            mm.fp32_precision = before
+        return scores.view(k, m, -1).gather(2, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        pred, candidates, index = ctx.saved_tensors
+        k, m, d = pred.shape
+        # scattered in float32 (bf16 ``scatter_add_`` copies the whole buffer to float32 and back)
+        g = grad.new_zeros(k, m, candidates.shape[0]).scatter_add_(2, index, grad)
+        g = g.view(k * m, -1).to(pred.dtype)
+        grad_pred = torch.mm(g, candidates).view(k, m, d) if ctx.needs_input_grad[0] else None
+        grad_cand = torch.mm(g.t(), pred.reshape(k * m, d)) if ctx.needs_input_grad[1] else None
+        return grad_pred, grad_cand, None
 
 
 def info_nce(
@@ -57,9 +99,8 @@ def info_nce(
     """
     k, m, _ = pred.shape
     n = neg_idx.shape[-1]
-    scores = candidate_scores(pred, candidates)
     index = torch.cat([pos_idx.unsqueeze(-1), neg_idx.expand(k, m, n)], dim=2)
-    logits = scores.gather(2, index)  # one gather: column 0 is the positive
+    logits = candidate_logits(pred, candidates, index)  # column 0 is the positive
     if temperature != 1.0:
         logits = logits / temperature
     per_anchor = torch.logsumexp(logits, dim=2) - logits[..., 0]

@@ -17,6 +17,8 @@ class _RecurrentContext(nn.Module):
 
     grid = False
     rnn_type: type[nn.RNNBase] = nn.GRU
+    # Under CPU bf16 autocast, run in float32: True where that is faster (``make bench``).
+    fp32_on_cpu = False
 
     def __init__(self, in_dim: int, out_dim: int = 256, num_layers: int = 1) -> None:
         super().__init__()
@@ -26,6 +28,9 @@ class _RecurrentContext(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``(B, T, D)`` -> ``c`` ``(B, T, out_dim)``."""
         self.rnn.flatten_parameters()
+        if self.fp32_on_cpu and z.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self.rnn(z.float())[0]
         return self.rnn(z)[0]
 
     def layer(self, index: int) -> nn.RNNBase:
@@ -51,9 +56,13 @@ class _RecurrentContext(nn.Module):
 
 
 class GRUContext(_RecurrentContext):
-    """GRU over frames (paper audio: one layer, 256 units)."""
+    """GRU over frames (paper audio: one layer, 256 units).
+
+    Float32 under CPU bf16 autocast: PyTorch's CPU GRU is a loop of small matmuls, slower in bf16
+    than in float32 (the LSTM has a fused oneDNN kernel and stays in bf16)."""
 
     rnn_type = nn.GRU
+    fp32_on_cpu = True
 
 
 class LSTMContext(_RecurrentContext):

@@ -29,7 +29,35 @@ class _ShiftAdd(torch.autograd.Function):
         grad[:, -1, 0] = 0
         grad[:, 1:, 1] = g
         grad[:, 0, 1] = 0
-        return grad, g.sum((0, 1), dtype=torch.float32)
+        # summed in g's dtype (CPU reductions accumulate bf16 in float32): ``dtype=float32``
+        # would first copy all of g to float32
+        return grad, g.sum((0, 1)).float()
+
+
+class _PadTime(torch.autograd.Function):
+    """``x (B, L, C) -> (B, size, C)``: ``out[:, i] = x[:, i - left]`` where that exists, else 0.
+
+    ``F.pad`` + slicing zero-fills the whole output and its backward clones the gradient; here
+    only the border rows are zeroed and the gradient is a view."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, left: int, size: int) -> torch.Tensor:  # type: ignore[override]
+        b, length, c = x.shape
+        n = max(0, min(length, size - left))  # rows of x that land in the output
+        ctx.meta = (length, left, n)
+        out = x.new_empty(b, size, c)
+        out[:, :left] = 0
+        out[:, left + n :] = 0
+        out[:, left : left + n] = x[:, :n]
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        length, left, n = ctx.meta
+        grad = g[:, left : left + n]
+        if n < length:
+            grad = torch.cat([grad, g.new_zeros(g.shape[0], length - n, g.shape[2])], 1)
+        return grad, None, None
 
 
 class StridedConv(nn.Module):
@@ -39,8 +67,11 @@ class StridedConv(nn.Module):
     paper's encoder) the input is cut into blocks of ``stride`` frames and the convolution is one
     GEMM ``(B * blocks, stride * C_in) x (stride * C_in, 2 * C_out)`` plus a shifted add: no
     im2col copy, and the surrounding LayerNorm/ReLU run on contiguous channels-last memory.
-    Otherwise it falls back to ``F.conv1d``.
+    A narrow input (``C_in * kernel <= max_im2col_width``, e.g. the waveform) is windowed
+    directly (im2col) into one GEMM. Otherwise it falls back to ``F.conv1d``.
     """
+
+    max_im2col_width = 64
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: int):
         super().__init__()
@@ -53,15 +84,21 @@ class StridedConv(nn.Module):
         b, length, c = x.shape
         k, s, p = self.kernel, self.stride, self.padding
         t = (length + 2 * p - k) // s + 1
+        if c * k <= self.max_im2col_width:
+            # a narrow input (the waveform): its windows are a small copy, and one GEMM writes
+            # the output without the shifted add's double-width intermediate
+            cols = _PadTime.apply(x, p, (t - 1) * s + k).unfold(1, k, s).reshape(b, t, c * k)
+            w = self.weight.to(x.dtype).view(self.out_channels, c * k)
+            return F.linear(cols, w, self.bias.to(x.dtype))
         if k != 2 * s:
             y = F.conv1d(x.transpose(1, 2), self.weight, self.bias, stride=s, padding=p)
             return y.transpose(1, 2)
         need = s * (t + 1)  # padded samples covered by t windows of 2 blocks
-        x = F.pad(x, (0, 0, p, max(0, need - length - p)))[:, :need]
-        blocks = x.reshape(b, t + 1, s * c)
-        # weight (O, C, 2, s) -> rows (j, c), columns (half, o)
-        w = self.weight.view(self.out_channels, c, 2, s).permute(3, 1, 2, 0).reshape(s * c, -1)
-        y = torch.matmul(blocks, w.to(x.dtype)).view(b, t + 1, 2, self.out_channels)
+        blocks = _PadTime.apply(x, p, need).view(b, t + 1, s * c)
+        # weight (O, C, 2, s) -> rows (j, c), columns (half, o); cast first: half the bytes moved
+        w = self.weight.to(x.dtype).view(self.out_channels, c, 2, s)
+        w = w.permute(3, 1, 2, 0).reshape(s * c, -1)
+        y = torch.matmul(blocks, w).view(b, t + 1, 2, self.out_channels)
         return _ShiftAdd.apply(y, self.bias)
 
 
