@@ -55,8 +55,12 @@ recipe() {
     # (seeded) so that one seed's evaluations take minutes: speechocean762 400 + 150
     # utterances, FSDD 1,000 training clips (all 300 test clips)
     local ev=("$PY" -m cpc_lightning.evaluate run_dir="$run" precision="${EVAL_PRECISION:-bf16}")
-    for task in phones abx phone_recognition; do
-      "${ev[@]}" task=$task data=timit out_dir="$run/eval_timit"
+    # the recipe's feature per task, chosen on TIMIT validation speakers (data=timit_val): the
+    # context c for frame phones, the encoder output z for the phone error rate (74.0 vs 79.8 %)
+    # and for ABX (its validation split, 2 speakers, was too small to tell c from z)
+    "${ev[@]}" task=phones data=timit out_dir="$run/eval_timit"
+    for task in abx phone_recognition; do
+      "${ev[@]}" task=$task feature=z data=timit out_dir="$run/eval_timit"
     done
     # speaker identity needs the test speakers in training: all 125, 20 % of each held out
     "${ev[@]}" task=speakers data=speechocean762 data.num_test_speakers=null \

@@ -47,6 +47,18 @@ def _value(run: Path, rel: str, key: str, scale: float, source: str) -> float | 
     return None if got is None else float(got) * scale
 
 
+def _feature(runs: list[Path], rel: str) -> str:
+    """The CPC feature the reports used (``c``, ``z``, or ``c layer i``), as one label."""
+    names = set()
+    for run in runs:
+        path = run / rel
+        if path.is_file():
+            got = json.loads(path.read_text())
+            layer = got.get("layer")
+            names.add(f"{got.get('feature', 'c')}" + ("" if layer is None else f" layer {layer}"))
+    return "/".join(sorted(names))
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return "—"
@@ -59,8 +71,9 @@ def table(runs: list[Path]) -> str:
     """The markdown table: one row per task, CPC / random init / MFCC, and whether CPC wins."""
     seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
     lines = [
-        f"| task (TIMIT: 4 held-out speakers) | CPC ({seeds}) | random init | MFCC | CPC vs MFCC |",
-        "|---|---|---|---|---|",
+        f"| task (TIMIT: 4 held-out speakers) | CPC feature | CPC ({seeds}) | random init | MFCC "
+        "| CPC vs MFCC |",
+        "|---|---|---|---|---|---|",
     ]
     for label, rel, key, scale, higher in ROWS:
         per = {s: [v for r in runs if (v := _value(r, rel, key, scale, s)) is not None]
@@ -71,7 +84,7 @@ def table(runs: list[Path]) -> str:
             better = diff > 0 if higher else diff < 0
             verdict = f"{'better' if better else 'worse'} by {abs(diff):.1f}"
         cells = " | ".join(_cell(per[s]) for s in SOURCES)
-        lines.append(f"| {label} | {cells} | {verdict} |")
+        lines.append(f"| {label} | {_feature(runs, rel) or '—'} | {cells} | {verdict} |")
     walls = []
     for r in runs:
         wall = r / "pretrain_wall_s.txt"
