@@ -32,6 +32,7 @@ from cpc_lightning.data.audio.samplers import check_sampler, make_batch_sampler
 from cpc_lightning.data.audio.windows import WindowDataset
 from cpc_lightning.data.paths import resolve_root
 from cpc_lightning.data.resumable import ResumableLoader
+from cpc_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class AudioDataModule(pl.LightningDataModule):
             dataset=ds,
         )
         if train and len(sampler) == 0:
-            raise ValueError(
+            raise UserError(
                 f"the training loader would be empty: {len(ds)} windows per epoch on this rank are "
                 f"fewer than data.batch_size={self.batch_size} with data.drop_last=true; lower "
                 "data.batch_size or set data.drop_last=false"
