@@ -62,6 +62,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         *SMALL_STEPS, *SMALL_PROBE, f"hydra.run.dir={run}", env={"CPC_CACHE_DIR": str(cache)}
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    items = write_item_file(run, root / "test.item")
     converted = root / "converted"
     proc = run_train(
         f"checkpoint={CPC_AUDIO_RUN}",
@@ -85,7 +86,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "<dir>/checkpoints/step0000400.ckpt": str(run / "checkpoints" / "last.ckpt"),
             "<dir>": str(run),
             "<folder>": str(root / "features"),
-            "<item file>": str(root / "test.item"),
+            "<item file>": str(items),
             "<partition>": "gpu",
             "/path/to/CPC_audio/run": str(CPC_AUDIO_RUN),
             "<converted run dir>": str(converted),
@@ -96,6 +97,25 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         }
     )
     return out
+
+
+def write_item_file(run: Path, path: Path) -> Path:
+    """An item file (Libri-light format) of the held-out utterances of ``run``'s own data: what
+    `extract run_dir=<dir> out=<folder>` writes features for."""
+    from cpc_lightning.build import build_datamodule
+    from cpc_lightning.eval.abx import write_items
+    from cpc_lightning.eval.speech_tasks import ABXSettings, items_for
+    from cpc_lightning.runs import load_run_config
+
+    dm = build_datamodule(load_run_config(run).data)
+    dm.setup()
+    records = dm.items("test")
+    items = items_for(records, dm.phone_names, ABXSettings())
+    # item file ids are the feature paths without suffix: the audio paths relative to data.root
+    rel = {r.uid: Path(r.rel).with_suffix("").as_posix() for r in records}
+    items.file = [rel[u] for u in items.file]
+    write_items(items, path)
+    return path
 
 
 COMMANDS = readme_commands()

@@ -138,3 +138,26 @@ def test_features_mode_refuses_what_it_cannot_score(tmp_path):
         evaluate(compose_entry("evaluate", ["task=abx", f"features={tmp_path}", "items=x"]))
     with pytest.raises((UserError, ValueError), match="scores task=abx only"):
         evaluate(compose_entry("evaluate", ["task=phones", f"features={tmp_path}"]))
+
+
+def test_features_mode_picks_the_layer_folder_of_a_multi_layer_extract():
+    """``extract feature=all`` writes one folder per layer: ``features=`` scores the one asked."""
+    from cpc_lightning.eval.speech_tasks import _feature_folder
+
+    meta = {
+        "layers": [
+            {"dir": "z", "feature": "z", "layer": None},
+            {"dir": "layer_0", "feature": "c", "layer": 0},
+            {"dir": "layer_1", "feature": "c", "layer": 1},
+        ]
+    }
+    cfg = SimpleNamespace(get=lambda k, d=None: {"feature": "c", "layer": None}.get(k, d))
+    assert _feature_folder(meta, cfg) == "layer_1"  # c: the top context layer
+    cfg = SimpleNamespace(get=lambda k, d=None: {"feature": "c", "layer": 0}.get(k, d))
+    assert _feature_folder(meta, cfg) == "layer_0"
+    cfg = SimpleNamespace(get=lambda k, d=None: {"feature": "z", "layer": None}.get(k, d))
+    assert _feature_folder(meta, cfg) == "z"
+    assert _feature_folder({"files": []}, cfg) == ""  # one feature: files in the folder itself
+    cfg = SimpleNamespace(get=lambda k, d=None: {"feature": "c", "layer": 5}.get(k, d))
+    with pytest.raises(ValueError, match="feature=c layer=5 is not among"):
+        _feature_folder(meta, cfg)

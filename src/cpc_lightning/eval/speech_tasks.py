@@ -175,6 +175,26 @@ def _load_feature_file(path: Path) -> torch.Tensor:
     return torch.load(path, map_location="cpu", weights_only=True).float()
 
 
+def _feature_folder(meta: Mapping[str, Any], cfg: Any) -> str:
+    """The sub-folder to score when ``extract`` wrote one per layer (``feature=all`` or
+    ``layers=...``): the one ``feature``/``layer`` name (``c``: the top context layer); ``""``
+    when the files lie in the folder itself."""
+    layers = meta.get("layers") or []
+    if not layers:
+        return ""
+    want, layer = str(cfg.get("feature") or "c"), cfg.get("layer")
+    match = [e for e in layers if e.get("feature") == want]
+    if want != "z" and layer is not None:
+        match = [e for e in match if e.get("layer") == int(layer)]
+    if not match:
+        have = ", ".join(f"{e.get('feature')} layer {e.get('layer')}" for e in layers)
+        raise ValueError(
+            f"feature={want} layer={layer} is not among the folders extract wrote ({have}); "
+            "choose one of them with feature=... layer=..."
+        )
+    return str(match[-1]["dir"])
+
+
 def score_feature_dir(cfg: Any) -> dict[str, Any]:
     """``task=abx features=<dir> items=<file>``: ABX of the files an ``extract`` run wrote
     (frame rate from its ``features.json``; file ids = paths without suffix)."""
@@ -190,7 +210,10 @@ def score_feature_dir(cfg: Any) -> dict[str, Any]:
     if not cfg.get("items"):
         raise ValueError("features=<dir> needs items=<item file> (#file onset offset ...)")
     meta = json.loads(meta_file.read_text())
-    feats = {str(Path(f).with_suffix("")): root / f for f in meta["files"]}
+    folder = _feature_folder(meta, cfg)
+    if folder:
+        meta["feature"] = folder
+    feats = {str(Path(f).with_suffix("")): root / folder / f for f in meta["files"]}
     items = read_items(cfg["items"])
     missing = sorted(set(items.file) - set(feats))
     if len(missing) == len(set(items.file)):
