@@ -129,6 +129,22 @@ def test_csv_logger_continues_without_duplicates(tmp_path):
     assert steps_with(read_rows(tmp_path / "metrics.csv"), "train/loss") == list(range(8))
 
 
+def test_csv_logger_keeps_columns_another_process_wrote(tmp_path):
+    """ddp_spawn: the parent's logger exists before the workers write metrics.csv, then logs
+    the end-of-run probes into it."""
+    parent = AppendingCSVLogger(tmp_path, name="", version="")
+    parent.log_hyperparams({"seed": 1})  # the writer is created before the file exists
+    worker = AppendingCSVLogger(tmp_path, name="", version="")
+    for s in range(3):
+        worker.log_metrics({"train/loss": float(s), "val/acc": 0.1 * s}, step=s)
+    worker.save()
+    parent.log_metrics({"probe/phones": 0.5})
+    parent.save()
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert steps_with(rows, "train/loss") == [0, 1, 2]
+    assert [r["probe/phones"] for r in rows if r["probe/phones"]] == ["0.5"]
+
+
 # ------------------------------------------------------------------ slow: the CLI
 def _expected_lr(step: int, total: int, lr: float = 2e-4, warmup: int = 20, floor: float = 0.1):
     if step < warmup:

@@ -44,6 +44,13 @@ class _AppendingWriter(ExperimentWriter):
         if self._trim_pending and self._first_step is not None:
             self._trim_pending = False
             self._trim(self._first_step)
+        if self.metrics and self._fs.isfile(self.metrics_file_path):
+            # another process may have written columns this one never logged (ddp_spawn: the
+            # workers log training, the parent the end-of-run probes): keep them in the header
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                header = csv.DictReader(fh).fieldnames or []
+            if not set(header) <= set(self.metrics_keys):
+                self.metrics_keys = sorted(set(header) | set(self.metrics_keys))
         super().save()
 
     def _trim(self, first_step: int) -> None:
