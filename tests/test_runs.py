@@ -51,9 +51,10 @@ def test_old_run_rebuilds_with_the_same_features(old_run: Path) -> None:
     ref = torch.load(old_run / "reference_features.pt")
     g = torch.Generator().manual_seed(ref["seed"])
     x = ref["scale"] * torch.randn(*ref["shape"], generator=g)
+    # float32 rounding only: the waveform layer is now one im2col GEMM (another summation order)
     with torch.no_grad():
-        torch.testing.assert_close(run.model.features(x, "z"), ref["z"], rtol=0, atol=1e-6)
-        torch.testing.assert_close(run.model.features(x), ref["c"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(run.model.features(x, "z"), ref["z"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run.model.features(x), ref["c"], rtol=1e-5, atol=1e-5)
     assert run.global_step == 2 and run.checkpoint.name == "last.ckpt"
 
 

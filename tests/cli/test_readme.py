@@ -155,7 +155,10 @@ def test_readme_command_runs(command: str, places: dict[str, str], tmp_path: Pat
     if reason is not None:
         args = [a for a in args if a != "-m"]
         extra = ["--cfg", "job"] if "--cfg" not in args else []
-    proc = run_train(*args, *extra, module=module, env={"CPC_CACHE_DIR": places["cache"]})
+    # a sweep runs every point with its end-of-run probes: the 12-point grid takes over 10 min
+    timeout = 2400 if "-m" in args else 600
+    env = {"CPC_CACHE_DIR": places["cache"]}
+    proc = run_train(*args, *extra, module=module, env=env, timeout=timeout)
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     if reason is not None:
         print(f"composed only ({reason}): {command}")
