@@ -48,14 +48,16 @@ def _value(run: Path, rel: str, key: str, scale: float, source: str) -> float | 
 
 
 def _feature(runs: list[Path], rel: str) -> str:
-    """The CPC feature the reports used (``c``, ``z``, or ``c layer i``), as one label."""
+    """The CPC feature the reports used (``c``, ``z``, or ``c layer i``; ``+ CMVN`` when
+    normalised per utterance), as one label."""
     names = set()
     for run in runs:
         path = run / rel
         if path.is_file():
             got = json.loads(path.read_text())
             layer = got.get("layer")
-            names.add(f"{got.get('feature', 'c')}" + ("" if layer is None else f" layer {layer}"))
+            name = f"{got.get('feature', 'c')}" + ("" if layer is None else f" layer {layer}")
+            names.add(name + (" + CMVN" if got.get("normalise") == "utterance" else ""))
     return "/".join(sorted(names))
 
 

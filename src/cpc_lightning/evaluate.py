@@ -52,7 +52,7 @@ def random_init_model(run_cfg: DictConfig, seed: int) -> Any:
 
 def settings_of(cfg: DictConfig) -> EvalSettings:
     """Probe settings: ``probe.*`` plus the feature and device keys of the entry config."""
-    keys = ("feature", "layer", "pool", "device", "precision")
+    keys = ("feature", "layer", "pool", "device", "precision", "normalise")
     with user_errors("probe settings"):
         return EvalSettings.from_mapping(
             {**OmegaConf.to_container(cfg.probe, resolve=True), **{k: cfg.get(k) for k in keys}}
@@ -138,6 +138,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         report = _run_task(cfg, sources, datamodule, settings, data_cfg, out, meta)
     report["wall_seconds"] = time.perf_counter() - start
     report["feature"], report["layer"] = settings.feature, settings.layer
+    report["normalise"] = settings.normalise
     return _finish(cfg, report, run, out)
 
 

@@ -161,3 +161,39 @@ def test_features_mode_picks_the_layer_folder_of_a_multi_layer_extract():
     cfg = SimpleNamespace(get=lambda k, d=None: {"feature": "c", "layer": 5}.get(k, d))
     with pytest.raises(ValueError, match="feature=c layer=5 is not among"):
         _feature_folder(meta, cfg)
+
+
+def test_normalise_utterance_standardises_learned_features_and_leaves_mfcc_raw(timit_run, tmp_path):
+    import torch
+
+    from cpc_lightning.eval.features import Source, normalise_utterance, utterance_features
+    from cpc_lightning.eval.settings import EvalSettings
+    from cpc_lightning.evaluate import settings_of
+    from cpc_lightning.runs import open_data, open_run
+
+    run_dir, tree = timit_run
+    over = [f"run_dir={run_dir}", "data=timit", f"data.root={tree}", "data.window=3200"]
+    over += [f"data.cache_dir={tmp_path / 'cache'}", "data.test_speakers=null"]
+    over.append("data.num_test_speakers=2")
+    cfg = compose_entry("evaluate", [*over, "normalise=utterance"])
+    run = open_run(cfg.run_dir, None)
+    dm = open_data(cfg, run.config)
+    normed, raw = settings_of(cfg), EvalSettings.from_mapping({})
+    assert normed.normalise == "utterance" and raw.normalise == "none"
+    records = dm.items("test")
+    cpc = Source("cpc", run.model)
+    got = utterance_features(cpc, dm, records, normed)
+    plain = utterance_features(cpc, dm, records, raw)
+    for g, p in zip(got, plain, strict=True):
+        assert torch.allclose(g.mean(0), torch.zeros(g.shape[1]), atol=1e-4)
+        assert torch.allclose(g.std(0, unbiased=False), torch.ones(g.shape[1]), atol=1e-3)
+        assert torch.allclose(g, normalise_utterance(p)) and not torch.allclose(g, p)
+    mfcc = Source("mfcc")
+    for a, b in zip(
+        utterance_features(mfcc, dm, records, normed),
+        utterance_features(mfcc, dm, records, raw),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="normalise='speaker'"):
+        EvalSettings.from_mapping({"normalise": "speaker"})

@@ -23,7 +23,7 @@ from cpc_lightning.eval.tasks import Split
 
 #: ``{task: {"train": (X, y), "test": (X, y)}}``
 TaskFeatures = dict[str, dict[str, Split]]
-KEY_SETTINGS = ("feature", "layer", "pool", "max_train_items", "max_test_items")
+KEY_SETTINGS = ("feature", "layer", "pool", "normalise", "max_train_items", "max_test_items")
 
 
 def _hash(payload: Mapping[str, Any]) -> str:

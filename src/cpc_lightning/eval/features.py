@@ -130,7 +130,8 @@ def utterance_features(
 ) -> list[torch.Tensor]:
     """Frame features ``(T_i, D)`` of each record (in order), from one source (CPU, float32).
 
-    ``desc``: show progress under that name."""
+    ``desc``: show progress under that name. ``settings.normalise == "utterance"``: a model
+    source's features are standardised per utterance (:func:`normalise_utterance`)."""
     out: list[torch.Tensor | None] = [None] * len(records)
     with _Featurizer(source, settings, int(datamodule.sample_rate)) as featurize:
         batches = length_batches(records, datamodule.load, settings.extract_batch, desc)
@@ -138,7 +139,17 @@ def utterance_features(
             feats = featurize(wav if source.model is None else wav.unsqueeze(1))
             for j, i in enumerate(idx):
                 out[i] = feats[j]
+    if source.model is not None and settings.normalise == "utterance":
+        out = [normalise_utterance(f) for f in out]  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
+
+
+def normalise_utterance(frames: torch.Tensor) -> torch.Tensor:
+    """``(T, D)`` frames shifted and scaled to zero mean, unit variance per dimension (per-utterance
+    CMVN; a constant dimension becomes zeros)."""
+    mean = frames.mean(0, keepdim=True)
+    std = frames.std(0, keepdim=True, unbiased=False) if len(frames) > 1 else torch.ones_like(mean)
+    return (frames - mean) / std.clamp_min(1e-5)
 
 
 def split_records(datamodule: Any, split: str, settings: EvalSettings, seed: int) -> list[Any]:

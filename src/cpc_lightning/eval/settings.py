@@ -13,6 +13,7 @@ PROBE_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "probe" / "linea
 FEATURES = ("c", "z")
 POOLS = ("mean", "meanstd")
 PRECISIONS = ("32", "bf16")
+NORMALISE = ("none", "utterance")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class EvalSettings:
     pool: str = "mean"  # pooled tasks, learned features: mean | meanstd (MFCC: always meanstd)
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16 (autocast, CUDA or CPU)
+    normalise: str = "none"  # none | utterance (learned frame features; MFCC stays raw)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> EvalSettings:
@@ -53,6 +55,8 @@ class EvalSettings:
             raise ValueError(f"pool={out.pool!r} must be 'mean' or 'meanstd'")
         if out.precision not in PRECISIONS:
             raise ValueError(f"precision={out.precision!r} must be 32 or bf16")
+        if out.normalise not in NORMALISE:
+            raise ValueError(f"normalise={out.normalise!r} must be 'none' or 'utterance'")
         return out
 
     @property
