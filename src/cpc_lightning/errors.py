@@ -288,6 +288,9 @@ def check_training(cfg: DictConfig) -> None:
     """Fail at start-up, naming key, value and fix, on trainer and optimizer values that would
     otherwise fail (or misbehave) only once training runs."""
     check_required(cfg)
+    threads = cfg.get("torch_threads")
+    if not (threads is None or (_is_int(threads) and threads >= 1)):
+        raise UserError(f"torch_threads={threads!r} must be an integer >= 1 or null, e.g. 1")
     if cfg.get("trainer"):
         _check_trainer(cfg.trainer)
     if cfg.get("model"):

@@ -45,6 +45,7 @@ CASES = {
     "betas": (["model.optimizer.betas=[1.5,0.9]"], ["model.optimizer", "beta"]),
     "max_steps": (["trainer.max_steps=abc"], ["trainer.max_steps='abc'", "integer"]),
     "val_interval": (["trainer.val_check_interval=-3"], ["trainer.val_check_interval=-3"]),
+    "torch_threads": (["torch_threads=0"], ["torch_threads=0", ">= 1"]),
     "fewer_windows_than_batch": (
         ["data.batch_size=4096"],
         ["training loader would be empty", "data.batch_size=4096", "data.drop_last=false"],

@@ -109,6 +109,7 @@ def test_local_submitit_launcher_runs_a_sweep(tmp_path):
     for job in ("0", "1"):
         result = json.loads((sweep / job / "result.json").read_text())
         assert result["global_step"] == 4
+        assert result["environment"]["torch_threads"] == 1  # the points share the cores
     with open(sweep / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["model.prediction_steps"] for r in rows] == ["2", "3"]

@@ -118,7 +118,8 @@ def device_info(trainer: Any) -> dict[str, Any]:
 
 
 def run_environment(trainer: Any) -> dict[str, Any]:
-    """Code version, Python/torch/Lightning versions and the device, for ``result.json``."""
+    """Code version, Python/torch/Lightning versions, the device and torch's intra-op thread
+    count, for ``result.json``."""
     import pytorch_lightning as pl
 
     return {
@@ -127,4 +128,5 @@ def run_environment(trainer: Any) -> dict[str, Any]:
         "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,
         "device": device_info(trainer),
+        "torch_threads": torch.get_num_threads(),
     }
