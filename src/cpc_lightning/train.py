@@ -111,15 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     environment = run_environment(trainer)
     for lg in loggers:  # nested: must not shadow W&B's resolved config
         lg.log_hyperparams({"setup": setup, "environment": environment})
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except Exception as exc:
-        from_worker = user_error_from_worker(exc)  # ddp_spawn: a worker's one-line error
-        if from_worker is None:
-            raise
-        raise from_worker from exc
+    _fit(trainer, model, datamodule, ckpt_path)
     last = out_dir / "checkpoints" / "last.ckpt"
     global_step = save_final_checkpoint(trainer, last)
 
@@ -133,6 +125,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _probe(cfg, model, initial, probe_data, last, trainer, result)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _fit(trainer: pl.Trainer, model: Any, datamodule: Any, ckpt_path: str | None) -> None:
+    """``trainer.fit``, resuming from ``ckpt_path`` if given; a worker's one-line error (under
+    ddp_spawn) is raised as that error."""
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as exc:
+        from_worker = user_error_from_worker(exc)
+        if from_worker is None:
+            raise
+        raise from_worker from exc
 
 
 def _probe(
