@@ -43,6 +43,8 @@ evaluate() {  # report name, run, task, then overrides; three probe seeds on cac
 }
 recipe() {
   export OMP_NUM_THREADS=$((2 * THREADS))
+  EVAL_PRECISION=${EVAL_PRECISION:-$("$PY" -c 'from cpc_lightning.training.environment import native_bf16_cpu; print("bf16" if native_bf16_cpu() else "32")')}
+  echo "evaluation precision: $EVAL_PRECISION"
   local runs=()
   for seed in ${SEEDS:-1 2 3}; do
     local run="$OUT/recipe_seed$seed"
@@ -51,10 +53,12 @@ recipe() {
       trainer.enable_progress_bar=false hydra.run.dir="$run" >"$run.log" 2>&1
     echo $((SECONDS - start)) >"$run/pretrain_wall_s.txt"
     echo "seed $seed: pre-training wall $((SECONDS - start)) s"
-    # features under bf16 autocast (EVAL_PRECISION=32 for fp32); the large sets are capped
+    # features in the precision the recipe trains in (trainer=cpu, precision auto): bf16
+    # autocast where the CPU has native bf16 (AMX / AVX512-BF16), else fp32; EVAL_PRECISION=32|bf16
+    # chooses. The large sets are capped
     # (seeded) so that one seed's evaluations take minutes: speechocean762 400 + 150
     # utterances, FSDD 1,000 training clips (all 300 test clips)
-    local ev=("$PY" -m cpc_lightning.evaluate run_dir="$run" precision="${EVAL_PRECISION:-bf16}")
+    local ev=("$PY" -m cpc_lightning.evaluate run_dir="$run" precision="$EVAL_PRECISION")
     # the recipe's feature per task, chosen on TIMIT's training speakers (never its test
     # speakers; docs/recipe_search.md): the context c everywhere (PER 72.3 vs 74.7 % for z);
     # for ABX each utterance's c standardised (normalise=utterance: across 12.7 vs 13.1 %)
