@@ -4,8 +4,8 @@
 #   bash benchmarks/real_data_probes.sh [OUT_DIR]              the recipe (default)
 #   PART=datasets bash benchmarks/real_data_probes.sh [OUT_DIR]  one pre-training per dataset
 #
-# recipe: `experiment=cpc_audio_cpu` (pre-training on speechocean762_subset, ~9 min on 2 cores with native bf16, ~18 in fp32)
-# once per seed in SEEDS (default "1 2 3"), then `evaluate` of each run on TIMIT's held-out
+# recipe: `experiment=cpc_audio_cpu` (pre-training on speechocean762_subset; on 2 cores ~9 min
+# with native bf16, ~18 in fp32) once per seed in SEEDS (default "1 2 3"), then `evaluate` of each run on TIMIT's held-out
 # speakers (frame phones, ABX within/across, CTC phone error rate), speechocean762 speakers, FSDD
 # digits and speakers and Speech Commands words (speaker-disjoint), each beside random init and
 # MFCC; benchmarks/recipe_table.py prints mean +- std over the seeds (OUT_DIR/recipe.md).
@@ -55,9 +55,8 @@ recipe() {
     echo "seed $seed: pre-training wall $((SECONDS - start)) s"
     # features in the precision the recipe trains in (trainer=cpu, precision auto): bf16
     # autocast where the CPU has native bf16 (AMX / AVX512-BF16), else fp32; EVAL_PRECISION=32|bf16
-    # chooses. The large sets are capped
-    # (seeded) so that one seed's evaluations take minutes: speechocean762 400 + 150
-    # utterances, FSDD 1,000 training clips (all 300 test clips)
+    # chooses. The large sets are capped (seeded) so that one seed's evaluations take minutes:
+    # speechocean762 400 + 150 utterances, FSDD 1,000 training clips (all 300 test clips)
     local ev=("$PY" -m cpc_lightning.evaluate run_dir="$run" precision="$EVAL_PRECISION")
     # the recipe's feature per task, chosen on TIMIT's training speakers (never its test
     # speakers; docs/recipe_search.md): the context c everywhere (PER 72.3 vs 74.7 % for z);
