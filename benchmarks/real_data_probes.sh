@@ -5,7 +5,8 @@
 #   PART=datasets bash benchmarks/real_data_probes.sh [OUT_DIR]  one pre-training per dataset
 #
 # recipe: `experiment=cpc_audio_cpu` (pre-training on speechocean762_subset; on 2 cores ~9 min
-# with native bf16, ~18 in fp32) once per seed in SEEDS (default "1 2 3"), then `evaluate` of each run on TIMIT's held-out
+# with native bf16, ~18 in fp32) once per seed in SEEDS (default "1 2 3"), then `evaluate` of
+# each run on TIMIT's held-out
 # speakers (frame phones, ABX within/across, CTC phone error rate), speechocean762 speakers, FSDD
 # digits and speakers and Speech Commands words (speaker-disjoint), each beside random init and
 # MFCC; benchmarks/recipe_table.py prints mean +- std over the seeds (OUT_DIR/recipe.md).
