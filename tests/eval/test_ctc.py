@@ -11,6 +11,7 @@ import torch
 from cpc_lightning.eval.ctc import (
     CTCHead,
     CTCSettings,
+    dev_split,
     greedy_decode,
     phone_error_rate,
     phone_recognition,
@@ -79,3 +80,44 @@ def test_bilstm_head_is_not_linear():
     assert not CTCSettings(head="bilstm").linear
     with pytest.raises(ValueError, match="phone_recognition.head='gru'"):
         CTCHead(8, 4, "gru")
+
+
+def test_dev_split_holds_out_whole_speakers_the_same_way_each_time():
+    speakers = ["a", "a", "b", "c", "c", "c", "d"]
+    fit, dev = dev_split(speakers, 2, seed=0)
+    assert sorted(fit + dev) == list(range(len(speakers)))
+    assert len({speakers[i] for i in dev}) == 2
+    assert not {speakers[i] for i in dev} & {speakers[i] for i in fit}
+    assert dev_split(speakers, 2, seed=0) == (fit, dev)
+    with pytest.raises(ValueError, match="only 4 speakers"):
+        dev_split(speakers, 4, seed=0)
+
+
+def test_weight_decay_is_chosen_on_held_out_training_speakers():
+    feats, seqs = _utterances(32, 5, 0, True)
+    test = _utterances(20, 5, 1, True)
+    speakers = [f"s{i % 4}" for i in range(32)]
+    s = CTCSettings(epochs=1, min_steps=300, lr=0.05, batch_size=8, weight_decay=[0.0, 50.0])
+    out = phone_recognition((feats, seqs), test, 5, s, speakers)
+    # a penalty of 50 keeps the head near zero: it cannot win on the dev speakers
+    assert out["weight_decay"] == 0.0 and out["dev_pers"]["0.0"] < out["dev_pers"]["50.0"]
+    assert out["per"] < 10.0
+    with pytest.raises(ValueError, match="speaker"):
+        phone_recognition((feats, seqs), test, 5, s)
+    fixed = phone_recognition(
+        (feats, seqs), test, 5, CTCSettings(epochs=1, min_steps=300, lr=0.05, batch_size=8)
+    )
+    assert fixed["dev_pers"] is None and fixed["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weight_decay": -0.1}, "weight_decay=-0.1"),
+        ({"weight_decay": []}, "weight_decay=\\[\\]"),
+        ({"weight_decay": [0.0, 0.1], "dev_speakers": 0}, "dev_speakers=0"),
+    ],
+)
+def test_ctc_settings_reject_bad_weight_decays(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CTCSettings(**kwargs)

@@ -4,6 +4,7 @@ output directory (``features=<dir> items=<file>``)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,6 +81,47 @@ def test_phone_recognition_task_reports_per(timit_run, tmp_path):
         assert src["num_train_utterances"] == 6  # 2 speakers x 3 sentences
         assert src["num_test_utterances"] == 4  # 2 speakers x 2: their sa1 is excluded
     assert "PER" in report["table"]
+
+
+def test_phone_recognition_chooses_weight_decay_on_training_speakers(timit_run, tmp_path):
+    run, tree = timit_run
+    report = _evaluate(
+        run,
+        tree,
+        tmp_path,
+        "task=phone_recognition",
+        "phone_recognition.min_steps=20",
+        "phone_recognition.weight_decay=[0,1000]",
+        "phone_recognition.dev_speakers=1",
+    )
+    for src in report["sources"].values():
+        assert set(src["dev_pers"]) == {"0.0", "1000.0"}
+        assert src["weight_decay"] == min((0.0, 1000.0), key=lambda w: src["dev_pers"][repr(w)])
+        assert src["num_train_utterances"] == 6  # chosen on 3 of them, then trained on all 6
+    assert "weight decay chosen on 1 training speakers" in report["table"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("phone_recognition.weight_decay=[0,-1]", "weight_decay=[0, -1]: give a value >= 0"),
+        ("phone_recognition.dev_speakers=2", "dev_speakers=2: the training split has only 2"),
+    ],
+)
+def test_phone_recognition_rejects_a_bad_choice(timit_run, tmp_path, override, message):
+    from cpc_lightning.errors import UserError
+
+    run, tree = timit_run
+    with pytest.raises(UserError, match=re.escape(message)):
+        _evaluate(
+            run,
+            tree,
+            tmp_path,
+            "task=phone_recognition",
+            "phone_recognition.min_steps=5",
+            "phone_recognition.weight_decay=[0,0.01]",
+            override,
+        )
 
 
 def test_abx_of_an_extract_output_dir(timit_run, tmp_path):

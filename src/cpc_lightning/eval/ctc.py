@@ -4,7 +4,9 @@ phone error rate (edit distance over the reference phone count, torchaudio's).
 The head is linear by default (a per-frame softmax over phones + blank, as SUPERB); ``bilstm``
 (two bidirectional LSTM layers, then linear) is reported as NOT linear. Features are standardised
 with the training statistics; targets are each utterance's phone sequence (``phone_seq``, or its
-frame labels with repeats merged).
+frame labels with repeats merged). Given several L2 weight decays, each source gets the one with the
+lowest PER on a few held-out TRAINING speakers (the test speakers are never scored to choose),
+then its heads are trained on the whole training split with it.
 """
 
 from __future__ import annotations
@@ -83,7 +85,29 @@ class CTCSettings:
     min_steps: int = 1000
     lr: float = 1e-2
     batch_size: int = 16
+    # L2 penalty of Adam; a list of several: chosen per source on ``dev_speakers`` training speakers
+    weight_decay: float | list[float] = 0.0
+    dev_speakers: int = 2
     seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        grid = self.weight_decays
+        if not grid or any(not math.isfinite(w) or w < 0 for w in grid):
+            raise ValueError(
+                f"phone_recognition.weight_decay={self.weight_decay!r}: give a value >= 0 or a "
+                "list of them (e.g. [0, 1e-3, 1e-2])"
+            )
+        if len(grid) > 1 and self.dev_speakers < 1:
+            raise ValueError(
+                f"phone_recognition.dev_speakers={self.dev_speakers}: choosing among weight_decay="
+                f"{grid} needs at least 1 held-out training speaker"
+            )
+
+    @property
+    def weight_decays(self) -> list[float]:
+        """The weight decays to choose from (one: no choice)."""
+        wd = self.weight_decay
+        return [float(w) for w in wd] if isinstance(wd, list | tuple) else [float(wd)]
 
     @property
     def linear(self) -> bool:
@@ -104,12 +128,13 @@ def train_ctc(
     num_phones: int,
     s: CTCSettings,
     seed: int,
+    weight_decay: float = 0.0,
 ) -> CTCHead:
     """Fit a CTC head on (standardised) utterance features ``(T_i, D)`` and phone sequences."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = CTCHead(feats[0].shape[1], num_phones, s.head, s.hidden)
-    opt = torch.optim.Adam(head.parameters(), lr=s.lr)
+    opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=weight_decay)
     per_epoch = max(1, math.ceil(len(feats) / s.batch_size))
     epochs = max(s.epochs, math.ceil(s.min_steps / per_epoch))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
@@ -142,17 +167,62 @@ def standardise(
     return [(f - mean) / std for f in train], [(f - mean) / std for f in test]
 
 
+def dev_split(speakers: Sequence[str], n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the utterances kept for fitting and of those of ``n`` held-out speakers
+    (chosen with ``seed``); at least one speaker must stay for fitting."""
+    names = sorted(set(speakers))
+    if len(names) <= n:
+        raise ValueError(
+            f"phone_recognition.dev_speakers={n}: the training split has only {len(names)} "
+            "speakers; lower dev_speakers or give one weight_decay"
+        )
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+    dev = {names[i] for i in order[:n]}
+    fit = [i for i, spk in enumerate(speakers) if spk not in dev]
+    return fit, [i for i, spk in enumerate(speakers) if spk in dev]
+
+
+def choose_weight_decay(
+    feats: Sequence[torch.Tensor],
+    seqs: Sequence[Sequence[int]],
+    speakers: Sequence[str],
+    num_phones: int,
+    s: CTCSettings,
+) -> tuple[float, dict[str, float]]:
+    """The weight decay with the lowest PER on ``s.dev_speakers`` held-out training speakers
+    (heads fitted on the other training speakers, first probe seed), and every candidate's PER."""
+    fit, dev = dev_split(speakers, s.dev_speakers, s.seeds[0])
+    dev_pers = {}
+    for wd in s.weight_decays:
+        head = train_ctc(
+            [feats[i] for i in fit], [seqs[i] for i in fit], num_phones, s, s.seeds[0], wd
+        )
+        hyps = decode_all(head, [feats[i] for i in dev], num_phones)
+        dev_pers[repr(wd)] = phone_error_rate(hyps, [seqs[i] for i in dev])
+    best = min(s.weight_decays, key=lambda wd: dev_pers[repr(wd)])
+    return best, dev_pers
+
+
 def phone_recognition(
     train: tuple[Sequence[torch.Tensor], Sequence[Sequence[int]]],
     test: tuple[Sequence[torch.Tensor], Sequence[Sequence[int]]],
     num_phones: int,
     s: CTCSettings,
+    train_speakers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """PER (%) on ``test`` of heads trained on ``train`` (one per seed): mean, std, per seed."""
+    """PER (%) on ``test`` of heads trained on ``train`` (one per seed): mean, std, per seed.
+    Several ``s.weight_decays`` need ``train_speakers`` (one per training utterance)."""
     xtr, xte = standardise(train[0], test[0])
+    wd, dev_pers = s.weight_decays[0], None
+    if len(s.weight_decays) > 1:
+        if train_speakers is None or len(train_speakers) != len(xtr):
+            raise ValueError(
+                "choosing phone_recognition.weight_decay needs each training utterance's speaker"
+            )
+        wd, dev_pers = choose_weight_decay(xtr, train[1], train_speakers, num_phones, s)
     pers, train_pers = [], []
     for seed in s.seeds:
-        head = train_ctc(xtr, train[1], num_phones, s, seed)
+        head = train_ctc(xtr, train[1], num_phones, s, seed, wd)
         pers.append(phone_error_rate(decode_all(head, xte, num_phones), test[1]))
         train_pers.append(phone_error_rate(decode_all(head, xtr, num_phones), train[1]))
     return {
@@ -160,6 +230,8 @@ def phone_recognition(
         "per_std": float(np.std(pers)),
         "pers": pers,
         "train_per": float(np.mean(train_pers)),
+        "weight_decay": wd,
+        "dev_pers": dev_pers,
         "seeds": list(s.seeds),
         "num_train_utterances": len(xtr),
         "num_test_utterances": len(xte),

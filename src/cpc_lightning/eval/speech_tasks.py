@@ -144,13 +144,18 @@ def run_phone_recognition(
         t0 = time.perf_counter()
         xtr = utterance_features(src, datamodule, train, settings)
         xte = utterance_features(src, datamodule, test, settings)
-        result = phone_recognition((xtr, train_seqs), (xte, test_seqs), num_phones, s)
+        speakers = [r.speaker for r in train]
+        result = phone_recognition((xtr, train_seqs), (xte, test_seqs), num_phones, s, speakers)
         entry = {"label": src.label, **result, "seconds": time.perf_counter() - t0}
         report["sources"][src.name] = entry
         rows[src.label] = {"PER": result["per"]}
-    report["table"] = _table(
-        rows, ["PER"], f"phone error rate (lower is better), {kind}, held-out speakers"
-    )
+    note = f"phone error rate (lower is better), {kind}, held-out speakers"
+    if len(s.weight_decays) > 1:
+        chosen = ", ".join(
+            f"{e['label']} {e['weight_decay']:g}" for e in report["sources"].values()
+        )
+        note += f"; weight decay chosen on {s.dev_speakers} training speakers: {chosen}"
+    report["table"] = _table(rows, ["PER"], note)
     log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report["sources"].items()})
     return report
 
