@@ -68,6 +68,15 @@ def test_abx_task_reports_every_source(timit_run, tmp_path):
         assert src["num_triples"]["across"] > 0 and src["frame_rate_hz"] == 100.0
         assert src["per_pair"]["within"]  # per ordered phone pair
     assert report["items"]["tokens"] > 10 and "within" in report["table"]
+    # the trained net against each baseline, per mode, on the phone pairs both scored
+    assert set(saved["comparison"]) == {"random_init", "mfcc"}
+    for other, modes in saved["comparison"].items():
+        for mode, c in modes.items():
+            ours, theirs = saved["sources"]["cpc"][mode], saved["sources"][other][mode]
+            if c["phone_pairs"] == len(saved["sources"]["cpc"]["per_pair"][mode]):
+                assert c["difference"] == pytest.approx(ours - theirs, abs=1e-9)
+            assert c["interval"][0] <= c["difference"] <= c["interval"][1]
+    assert "minus each baseline" in report["table"] and "vs MFCC (39-d): within" in report["table"]
 
 
 def test_phone_recognition_task_reports_per(timit_run, tmp_path):

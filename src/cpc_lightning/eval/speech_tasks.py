@@ -29,6 +29,7 @@ from cpc_lightning.eval.abx import (
     items_from_segments,
     read_items,
 )
+from cpc_lightning.eval.abx.compare import paired_bootstrap, paired_keys
 from cpc_lightning.eval.ctc import CTCSettings, phone_recognition, phone_sequence
 from cpc_lightning.eval.features import Source, frame_rate, split_records, utterance_features
 from cpc_lightning.eval.settings import EvalSettings
@@ -109,10 +110,46 @@ def run_abx(
         entry["seconds"] = time.perf_counter() - t0
         report["sources"][src.name] = entry
         rows[src.label] = {"within": result.within, "across": result.across}
-    report["table"] = _table(
-        rows, ["within", "across"], "ABX error (lower is better; chance 50 %), held-out speakers"
+    note = "ABX error (lower is better; chance 50 %), held-out speakers"
+    report["comparison"] = compare_sources(report["sources"], s.modes, s.seed)
+    report["table"] = _table(rows, ["within", "across"], note) + _comparison_lines(
+        report["comparison"], report["sources"]
     )
     return report
+
+
+def compare_sources(
+    entries: Mapping[str, Mapping[str, Any]], modes: Sequence[str], seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """The first source (the trained model) against each other one, per mode: the paired
+    bootstrap over phone pairs of :func:`paired_bootstrap` (``{other: {mode: ...}}``)."""
+    names = list(entries)
+    out: dict[str, dict[str, Any]] = {}
+    for other in names[1:]:
+        for mode in modes:
+            first = entries[names[0]]["per_pair"].get(mode)
+            second = entries[other]["per_pair"].get(mode)
+            if first and second and paired_keys(first) & paired_keys(second):
+                out.setdefault(other, {})[mode] = paired_bootstrap(first, second, seed=seed)
+    return out
+
+
+def _comparison_lines(
+    comparison: Mapping[str, Mapping[str, Any]], entries: Mapping[str, Mapping[str, Any]]
+) -> str:
+    if not comparison:
+        return ""
+    first = entries[next(iter(entries))]["label"]
+    lines = [f"\n\n{first} minus each baseline, error points, 95 % interval of a paired bootstrap"]
+    lines[0] += " over the phone pairs (an interval holding 0: these items cannot rank the two):"
+    for other, modes in comparison.items():
+        cells = [
+            f"{mode} {c['difference']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]"
+            f" ({c['phone_pairs']} pairs)"
+            for mode, c in modes.items()
+        ]
+        lines.append(f"- vs {entries[other]['label']}: " + "; ".join(cells))
+    return "\n".join(lines)
 
 
 def sequences_of(records: Sequence[Any]) -> tuple[list[Any], list[list[int]]]:
