@@ -13,6 +13,8 @@ import json
 import statistics
 from pathlib import Path
 
+from cpc_lightning.eval.abx.compare import paired_bootstrap, paired_keys
+
 SOURCES = ("cpc", "random_init", "mfcc")
 #: (row label, report path in a run dir, value key, scale, higher is better)
 ROWS = (
@@ -69,6 +71,33 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _abx_intervals(runs: list[Path]) -> list[str]:
+    """CPC minus MFCC per ABX mode: each phone pair's CPC error averaged over the seeds, then
+    the paired bootstrap over the phone pairs (how far the held-out items can rank the two)."""
+    reports = [
+        json.loads(p.read_text()) for r in runs if (p := r / "eval_timit/abx.json").is_file()
+    ]
+    out = []
+    for mode in ("within", "across"):
+        cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in reports]
+        mfcc = [rep["sources"].get("mfcc", {}).get("per_pair", {}).get(mode) for rep in reports]
+        if not cpc or not mfcc[0]:
+            continue
+        keys = set.intersection(*(paired_keys(pp) for pp in cpc)) & paired_keys(mfcc[0])
+        if not keys:
+            continue
+        mean: dict[str, dict[str, float]] = {}
+        for a, b in keys:
+            mean.setdefault(a, {})[b] = statistics.mean(pp[a][b] for pp in cpc)
+        c = paired_bootstrap(mean, mfcc[0])
+        out.append(
+            f"ABX {mode}, CPC minus MFCC (each phone pair's error averaged over the seeds): "
+            f"{c['difference']:+.1f} points, 95 % paired-bootstrap interval over the "
+            f"{c['phone_pairs']} phone pairs [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]."
+        )
+    return [""] + out if out else []
+
+
 def table(runs: list[Path]) -> str:
     """The markdown table: one row per task, CPC / random init / MFCC, and whether CPC wins."""
     seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
@@ -87,6 +116,7 @@ def table(runs: list[Path]) -> str:
             verdict = f"{'better' if better else 'worse'} by {abs(diff):.1f}"
         cells = " | ".join(_cell(per[s]) for s in SOURCES)
         lines.append(f"| {label} | {_feature(runs, rel) or '—'} | {cells} | {verdict} |")
+    lines += _abx_intervals(runs)
     walls = []
     for r in runs:
         wall = r / "pretrain_wall_s.txt"

@@ -1,0 +1,60 @@
+"""``benchmarks/recipe_table.py`` (what ``make probes`` prints): mean +- std over seeds, the
+verdict against MFCC, and the ABX interval over phone pairs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "recipe_table", ROOT / "benchmarks/recipe_table.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _abx_source(within: float, across: dict[tuple[str, str], float]) -> dict:
+    per_pair: dict[str, dict[str, float]] = {}
+    for (a, b), v in across.items():
+        per_pair.setdefault(a, {})[b] = v
+    mean = sum(across.values()) / len(across)
+    return {"within": within, "across": mean, "per_pair": {"within": {}, "across": per_pair}}
+
+
+def _run(root: Path, name: str, cpc_across: dict, mfcc_across: dict, phones: float) -> Path:
+    run = root / name
+    (run / "eval_timit").mkdir(parents=True)
+    abx = {"sources": {"cpc": _abx_source(8.0, cpc_across), "mfcc": _abx_source(9.0, mfcc_across)}}
+    (run / "eval_timit/abx.json").write_text(json.dumps(abx))
+    phones_report = {"sources": {"cpc": {"accuracy": phones}, "mfcc": {"accuracy": 0.4}}}
+    (run / "eval_timit/phones.json").write_text(json.dumps(phones_report))
+    (run / "pretrain_wall_s.txt").write_text("600")
+    return run
+
+
+def test_table_rows_verdicts_and_abx_interval(tmp_path):
+    mfcc = {("a", "b"): 20.0, ("b", "a"): 10.0, ("a", "c"): 0.0, ("c", "a"): 30.0}
+    runs = [
+        _run(tmp_path, "s1", {k: v - 4.0 for k, v in mfcc.items()}, mfcc, 0.50),
+        _run(tmp_path, "s2", {k: v - 6.0 for k, v in mfcc.items()}, mfcc, 0.52),
+    ]
+    text = _module().table(runs)
+    assert (
+        "| TIMIT frame phones, accuracy % | c | 51.0 ± 1.4 | — | 40.0 ± 0.0 | better by 11.0 |"
+        in text
+    )
+    assert (
+        "| TIMIT ABX across-speaker, error % | c | 10.0 ± 1.4 | — | 15.0 ± 0.0 | better by 5.0 |"
+        in text
+    )
+    # every pair 5 points better on the seeds' mean: the interval is that gap alone
+    assert "ABX across, CPC minus MFCC" in text and "-5.0 points" in text
+    assert "over the 4 phone pairs [-5.0, -5.0]" in text
+    assert "ABX within, CPC minus" not in text  # no within pair scored: no interval line
+    assert "Pre-training wall time per seed: 10.0, 10.0 min." in text
