@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from cpc_lightning.eval.abx.compare import paired_bootstrap, paired_keys
+from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
 
 SOURCES = ("cpc", "random_init", "mfcc")
 #: (row label, report path in a run dir, value key, scale, higher is better)
@@ -71,30 +71,47 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def _abx_intervals(runs: list[Path]) -> list[str]:
-    """CPC minus MFCC per ABX mode: each phone pair's CPC error averaged over the seeds, then
-    the paired bootstrap over the phone pairs (how far the held-out items can rank the two)."""
-    reports = [
-        json.loads(p.read_text()) for r in runs if (p := r / "eval_timit/abx.json").is_file()
-    ]
+def _reports(runs: list[Path], rel: str) -> list[dict]:
+    return [json.loads(p.read_text()) for r in runs if (p := r / rel).is_file()]
+
+
+def _line(what: str, c: dict) -> str:
+    return (
+        f"{what}, CPC minus MFCC ({c['unit']} errors averaged over the seeds): "
+        f"{c['difference']:+.1f} points, 95 % paired-bootstrap interval over the {c['units']} "
+        f"{c['unit']}s [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]."
+    )
+
+
+def _intervals(runs: list[Path]) -> list[str]:
+    """CPC minus MFCC for ABX (per mode) and PER: each held-out unit's CPC error (a phone pair's
+    ABX error, an utterance's edits) averaged over the seeds, then the paired bootstrap over the
+    units (how far the held-out items can rank the two)."""
     out = []
-    for mode in ("within", "across"):
-        cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in reports]
-        mfcc = [rep["sources"].get("mfcc", {}).get("per_pair", {}).get(mode) for rep in reports]
-        if not cpc or not mfcc[0]:
-            continue
-        keys = set.intersection(*(paired_keys(pp) for pp in cpc)) & paired_keys(mfcc[0])
-        if not keys:
-            continue
-        mean: dict[str, dict[str, float]] = {}
-        for a, b in keys:
-            mean.setdefault(a, {})[b] = statistics.mean(pp[a][b] for pp in cpc)
-        c = paired_bootstrap(mean, mfcc[0])
-        out.append(
-            f"ABX {mode}, CPC minus MFCC (each phone pair's error averaged over the seeds): "
-            f"{c['difference']:+.1f} points, 95 % paired-bootstrap interval over the "
-            f"{c['phone_pairs']} phone pairs [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]."
+    abx = _reports(runs, "eval_timit/abx.json")
+    for mode in ("within", "across") if abx else ():
+        cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in abx]
+        mfcc = abx[0]["sources"].get("mfcc", {}).get("per_pair", {}).get(mode)
+        keys = set.intersection(*(paired_keys(pp) for pp in cpc)) & paired_keys(mfcc or {})
+        if keys:
+            mean: dict[str, dict[str, float]] = {}
+            for a, b in keys:
+                mean.setdefault(a, {})[b] = statistics.mean(pp[a][b] for pp in cpc)
+            out.append(_line(f"ABX {mode}", paired_bootstrap(mean, mfcc)))
+    per = [
+        rep["sources"]
+        for rep in _reports(runs, "eval_timit/phone_recognition.json")
+        if "utterance_edits" in rep["sources"].get("mfcc", {})
+    ]
+    if per:
+        seeds = (src["cpc"]["utterance_edits"] for src in per)
+        edits = [statistics.mean(e) for e in zip(*seeds, strict=True)]
+        c = bootstrap_difference(
+            [100.0 * e for e in edits],
+            [100.0 * e for e in per[0]["mfcc"]["utterance_edits"]],
+            weights=per[0]["mfcc"]["utterance_phones"],
         )
+        out.append(_line("PER", {**c, "unit": "utterance"}))
     return [""] + out if out else []
 
 
@@ -116,7 +133,7 @@ def table(runs: list[Path]) -> str:
             verdict = f"{'better' if better else 'worse'} by {abs(diff):.1f}"
         cells = " | ".join(_cell(per[s]) for s in SOURCES)
         lines.append(f"| {label} | {_feature(runs, rel) or '—'} | {cells} | {verdict} |")
-    lines += _abx_intervals(runs)
+    lines += _intervals(runs)
     walls = []
     for r in runs:
         wall = r / "pretrain_wall_s.txt"

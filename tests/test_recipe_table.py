@@ -27,13 +27,23 @@ def _abx_source(within: float, across: dict[tuple[str, str], float]) -> dict:
     return {"within": within, "across": mean, "per_pair": {"within": {}, "across": per_pair}}
 
 
-def _run(root: Path, name: str, cpc_across: dict, mfcc_across: dict, phones: float) -> Path:
+def _run(
+    root: Path, name: str, cpc_across: dict, mfcc_across: dict, phones: float, shift: float
+) -> Path:
     run = root / name
     (run / "eval_timit").mkdir(parents=True)
     abx = {"sources": {"cpc": _abx_source(8.0, cpc_across), "mfcc": _abx_source(9.0, mfcc_across)}}
     (run / "eval_timit/abx.json").write_text(json.dumps(abx))
     phones_report = {"sources": {"cpc": {"accuracy": phones}, "mfcc": {"accuracy": 0.4}}}
     (run / "eval_timit/phones.json").write_text(json.dumps(phones_report))
+    edits = [3.0 - shift, 1.0, 5.0]  # CPC: shift fewer edits on the first utterance than MFCC
+    per = {
+        "sources": {
+            src: {"per": 100 * sum(e) / 20, "utterance_edits": e, "utterance_phones": [5, 5, 10]}
+            for src, e in (("cpc", edits), ("mfcc", [3.0, 1.0, 5.0]))
+        }
+    }
+    (run / "eval_timit/phone_recognition.json").write_text(json.dumps(per))
     (run / "pretrain_wall_s.txt").write_text("600")
     return run
 
@@ -41,8 +51,8 @@ def _run(root: Path, name: str, cpc_across: dict, mfcc_across: dict, phones: flo
 def test_table_rows_verdicts_and_abx_interval(tmp_path):
     mfcc = {("a", "b"): 20.0, ("b", "a"): 10.0, ("a", "c"): 0.0, ("c", "a"): 30.0}
     runs = [
-        _run(tmp_path, "s1", {k: v - 4.0 for k, v in mfcc.items()}, mfcc, 0.50),
-        _run(tmp_path, "s2", {k: v - 6.0 for k, v in mfcc.items()}, mfcc, 0.52),
+        _run(tmp_path, "s1", {k: v - 4.0 for k, v in mfcc.items()}, mfcc, 0.50, 1.0),
+        _run(tmp_path, "s2", {k: v - 6.0 for k, v in mfcc.items()}, mfcc, 0.52, 3.0),
     ]
     text = _module().table(runs)
     assert (
@@ -56,5 +66,11 @@ def test_table_rows_verdicts_and_abx_interval(tmp_path):
     # every pair 5 points better on the seeds' mean: the interval is that gap alone
     assert "ABX across, CPC minus MFCC" in text and "-5.0 points" in text
     assert "over the 4 phone pairs [-5.0, -5.0]" in text
+    # PER: 2 edits fewer on the seeds' mean, over 20 phones: 10 points
+    assert (
+        "| TIMIT phone error rate (CTC), % | c | 35.0 ± 7.1 | — | 45.0 ± 0.0 | better by 10.0 |"
+        in text
+    )
+    assert "PER, CPC minus MFCC (utterance errors averaged over the seeds): -10.0 points" in text
     assert "ABX within, CPC minus" not in text  # no within pair scored: no interval line
     assert "Pre-training wall time per seed: 10.0, 10.0 min." in text

@@ -73,10 +73,11 @@ def test_abx_task_reports_every_source(timit_run, tmp_path):
     for other, modes in saved["comparison"].items():
         for mode, c in modes.items():
             ours, theirs = saved["sources"]["cpc"][mode], saved["sources"][other][mode]
-            if c["phone_pairs"] == len(saved["sources"]["cpc"]["per_pair"][mode]):
+            if c["units"] == len(saved["sources"]["cpc"]["per_pair"][mode]):
                 assert c["difference"] == pytest.approx(ours - theirs, abs=1e-9)
             assert c["interval"][0] <= c["difference"] <= c["interval"][1]
     assert "minus each baseline" in report["table"] and "vs MFCC (39-d): within" in report["table"]
+    assert "phone pairs)" in report["table"]
 
 
 def test_phone_recognition_task_reports_per(timit_run, tmp_path):
@@ -87,9 +88,19 @@ def test_phone_recognition_task_reports_per(timit_run, tmp_path):
     assert report["linear"] and set(report["sources"]) == {"cpc", "random_init", "mfcc"}
     for src in report["sources"].values():
         assert src["per"] >= 0 and src["num_test_phones"] > 0
+        assert sum(src["utterance_phones"]) == src["num_test_phones"]
+        per = 100 * sum(src["utterance_edits"]) / src["num_test_phones"]
+        assert per == pytest.approx(src["per"])  # one head seed: its edits give its PER
         assert src["num_train_utterances"] == 6  # 2 speakers x 3 sentences
         assert src["num_test_utterances"] == 4  # 2 speakers x 2: their sa1 is excluded
     assert "PER" in report["table"]
+    # the trained net minus each baseline, over the test utterances
+    for other in ("random_init", "mfcc"):
+        c = report["comparison"][other]["PER"]
+        want = report["sources"]["cpc"]["per"] - report["sources"][other]["per"]
+        assert c["difference"] == pytest.approx(want) and c["unit"] == "utterance"
+        assert c["interval"][0] <= c["difference"] <= c["interval"][1]
+    assert "utterances)" in report["table"]
 
 
 def test_phone_recognition_chooses_weight_decay_on_training_speakers(timit_run, tmp_path):

@@ -69,10 +69,14 @@ def greedy_decode(log_probs: torch.Tensor, length: int, blank: int) -> list[int]
     return out
 
 
+def utterance_edits(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> list[int]:
+    """Edit distance of each hypothesis to its reference."""
+    return [AF.edit_distance(list(r), list(h)) for h, r in zip(hyps, refs, strict=True)]
+
+
 def phone_error_rate(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> float:
     """Total edit distance over the total reference length, in %."""
-    errors = sum(AF.edit_distance(list(r), list(h)) for h, r in zip(hyps, refs, strict=True))
-    return 100.0 * errors / max(1, sum(len(r) for r in refs))
+    return 100.0 * sum(utterance_edits(hyps, refs)) / max(1, sum(len(r) for r in refs))
 
 
 @dataclass
@@ -220,15 +224,20 @@ def phone_recognition(
                 "choosing phone_recognition.weight_decay needs each training utterance's speaker"
             )
         wd, dev_pers = choose_weight_decay(xtr, train[1], train_speakers, num_phones, s)
-    pers, train_pers = [], []
+    pers, train_pers, edits = [], [], []
     for seed in s.seeds:
         head = train_ctc(xtr, train[1], num_phones, s, seed, wd)
-        pers.append(phone_error_rate(decode_all(head, xte, num_phones), test[1]))
+        hyps = decode_all(head, xte, num_phones)
+        edits.append(utterance_edits(hyps, test[1]))
+        pers.append(phone_error_rate(hyps, test[1]))
         train_pers.append(phone_error_rate(decode_all(head, xtr, num_phones), train[1]))
     return {
         "per": float(np.mean(pers)),
         "per_std": float(np.std(pers)),
         "pers": pers,
+        # per test utterance, in test order: edits (mean over the head seeds) and phones
+        "utterance_edits": np.mean(edits, axis=0).tolist(),
+        "utterance_phones": [len(r) for r in test[1]],
         "train_per": float(np.mean(train_pers)),
         "weight_decay": wd,
         "dev_pers": dev_pers,

@@ -29,7 +29,7 @@ from cpc_lightning.eval.abx import (
     items_from_segments,
     read_items,
 )
-from cpc_lightning.eval.abx.compare import paired_bootstrap, paired_keys
+from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
 from cpc_lightning.eval.ctc import CTCSettings, phone_recognition, phone_sequence
 from cpc_lightning.eval.features import Source, frame_rate, split_records, utterance_features
 from cpc_lightning.eval.settings import EvalSettings
@@ -111,14 +111,14 @@ def run_abx(
         report["sources"][src.name] = entry
         rows[src.label] = {"within": result.within, "across": result.across}
     note = "ABX error (lower is better; chance 50 %), held-out speakers"
-    report["comparison"] = compare_sources(report["sources"], s.modes, s.seed)
+    report["comparison"] = compare_abx(report["sources"], s.modes, s.seed)
     report["table"] = _table(rows, ["within", "across"], note) + _comparison_lines(
         report["comparison"], report["sources"]
     )
     return report
 
 
-def compare_sources(
+def compare_abx(
     entries: Mapping[str, Mapping[str, Any]], modes: Sequence[str], seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """The first source (the trained model) against each other one, per mode: the paired
@@ -134,18 +134,40 @@ def compare_sources(
     return out
 
 
+def compare_per(entries: Mapping[str, Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """The first source's PER minus each other one's, with the paired bootstrap over the test
+    utterances of :func:`bootstrap_difference` (``{other: {"PER": ...}}``)."""
+    names = list(entries)
+    first = entries[names[0]]
+    phones = first["utterance_phones"]
+    out = {}
+    for other in names[1:]:
+        c = bootstrap_difference(
+            [100.0 * e for e in first["utterance_edits"]],
+            [100.0 * e for e in entries[other]["utterance_edits"]],
+            weights=phones,
+            seed=seed,
+        )
+        out[other] = {"PER": {**c, "unit": "utterance"}}
+    return out
+
+
 def _comparison_lines(
     comparison: Mapping[str, Mapping[str, Any]], entries: Mapping[str, Mapping[str, Any]]
 ) -> str:
+    """Table lines of :func:`compare_abx` / :func:`compare_per`."""
     if not comparison:
         return ""
     first = entries[next(iter(entries))]["label"]
-    lines = [f"\n\n{first} minus each baseline, error points, 95 % interval of a paired bootstrap"]
-    lines[0] += " over the phone pairs (an interval holding 0: these items cannot rank the two):"
+    lines = [
+        f"\n\n{first} minus each baseline, error points, with the 95 % interval of a paired "
+        "bootstrap over the held-out units (an interval holding 0: these items cannot rank "
+        "the two):"
+    ]
     for other, modes in comparison.items():
         cells = [
             f"{mode} {c['difference']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]"
-            f" ({c['phone_pairs']} pairs)"
+            f" ({c['units']} {c['unit']}s)"
             for mode, c in modes.items()
         ]
         lines.append(f"- vs {entries[other]['label']}: " + "; ".join(cells))
@@ -192,7 +214,10 @@ def run_phone_recognition(
             f"{e['label']} {e['weight_decay']:g}" for e in report["sources"].values()
         )
         note += f"; weight decay chosen on {s.dev_speakers} training speakers: {chosen}"
-    report["table"] = _table(rows, ["PER"], note)
+    report["comparison"] = compare_per(report["sources"], s.seeds[0])
+    report["table"] = _table(rows, ["PER"], note) + _comparison_lines(
+        report["comparison"], report["sources"]
+    )
     log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report["sources"].items()})
     return report
 

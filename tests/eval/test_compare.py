@@ -1,11 +1,11 @@
-"""The paired bootstrap that says whether two ABX scores on the same items can be told apart."""
+"""The paired bootstrap: can two scores on the same held-out items be told apart?"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpc_lightning.eval.abx.compare import paired_bootstrap, paired_keys
+from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
 
 
 def _per_pair(values: dict[tuple[str, str], float]) -> dict[str, dict[str, float]]:
@@ -23,8 +23,13 @@ def _random_pairs(n: int, seed: int, shift: float = 0.0) -> dict[tuple[str, str]
 def test_same_scores_differ_by_nothing():
     pp = _per_pair(_random_pairs(30, 0))
     c = paired_bootstrap(pp, pp)
-    assert c["difference"] == 0 and c["interval"] == [0.0, 0.0] and c["phone_pairs"] == 30
-    assert c["pairs_first_better"] == c["pairs_second_better"] == 0
+    assert (
+        c["difference"] == 0
+        and c["interval"] == [0.0, 0.0]
+        and c["units"] == 30
+        and c["unit"] == "phone pair"
+    )
+    assert c["first_better"] == c["second_better"] == 0
 
 
 def test_a_constant_gap_is_the_difference_and_the_whole_interval():
@@ -33,7 +38,7 @@ def test_a_constant_gap_is_the_difference_and_the_whole_interval():
     c = paired_bootstrap(_per_pair(better), _per_pair(base))
     assert c["difference"] == pytest.approx(-3.0)
     assert c["interval"] == pytest.approx([-3.0, -3.0])
-    assert c["pairs_first_better"] == 40
+    assert c["first_better"] == 40
 
 
 def test_interval_holds_zero_for_noise_and_excludes_it_for_a_real_gap():
@@ -57,13 +62,29 @@ def test_only_pairs_both_scored_count():
     second = _per_pair({("a", "b"): 20.0, ("c", "a"): 100.0})
     assert paired_keys(first) == {("a", "b"), ("a", "c")}
     c = paired_bootstrap(first, second)
-    assert c["phone_pairs"] == 1 and c["difference"] == -10.0
+    assert c["units"] == 1 and c["difference"] == -10.0
+
+
+def test_weighted_difference_is_the_difference_of_the_ratios():
+    # PER: edits over phones per utterance; the difference is that of the two error rates
+    edits_a, edits_b, phones = [3.0, 0.0, 10.0], [1.0, 2.0, 6.0], [10, 5, 25]
+    c = bootstrap_difference(
+        [100 * e for e in edits_a], [100 * e for e in edits_b], weights=phones, seed=1
+    )
+    assert c["difference"] == pytest.approx(100 * 13 / 40 - 100 * 9 / 40)
+    assert c["interval"][0] <= c["difference"] <= c["interval"][1] and c["units"] == 3
+    assert (c["first_better"], c["second_better"]) == (1, 2)
 
 
 def test_bad_input_is_one_clear_error():
     with pytest.raises(ValueError, match="share no scored phone pair"):
         paired_bootstrap(_per_pair({("a", "b"): 1.0}), _per_pair({("b", "a"): 1.0}))
+    one = _per_pair({("a", "b"): 1.0})
     with pytest.raises(ValueError, match="num_samples=0"):
-        paired_bootstrap({}, {}, num_samples=0)
+        paired_bootstrap(one, one, num_samples=0)
     with pytest.raises(ValueError, match="level=1.5"):
-        paired_bootstrap({}, {}, level=1.5)
+        paired_bootstrap(one, one, level=1.5)
+    with pytest.raises(ValueError, match="2 and 3 scores"):
+        bootstrap_difference([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="weights: 1"):
+        bootstrap_difference([1.0, 2.0], [1.0, 2.0], weights=[1.0])
