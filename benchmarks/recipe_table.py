@@ -98,12 +98,9 @@ def _intervals(runs: list[Path]) -> list[str]:
             for a, b in keys:
                 mean.setdefault(a, {})[b] = statistics.mean(pp[a][b] for pp in cpc)
             out.append(_line(f"ABX {mode}", paired_bootstrap(mean, mfcc)))
-    per = [
-        rep["sources"]
-        for rep in _reports(runs, "eval_timit/phone_recognition.json")
-        if "utterance_edits" in rep["sources"].get("mfcc", {})
-    ]
-    if per:
+    per = [rep["sources"] for rep in _reports(runs, "eval_timit/phone_recognition.json")]
+    # every seed's report needs the per-utterance edits (reports of older versions lack them)
+    if per and all("utterance_edits" in src.get(k, {}) for src in per for k in ("cpc", "mfcc")):
         seeds = (src["cpc"]["utterance_edits"] for src in per)
         edits = [statistics.mean(e) for e in zip(*seeds, strict=True)]
         c = bootstrap_difference(

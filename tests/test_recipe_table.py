@@ -72,5 +72,11 @@ def test_table_rows_verdicts_and_abx_interval(tmp_path):
         in text
     )
     assert "PER, CPC minus MFCC (utterance errors averaged over the seeds): -10.0 points" in text
+    # a seed whose PER report lacks the per-utterance edits: no PER line rather than a subset
+    report = runs[1] / "eval_timit/phone_recognition.json"
+    old = json.loads(report.read_text())
+    del old["sources"]["cpc"]["utterance_edits"]
+    report.write_text(json.dumps(old))
+    assert "PER, CPC minus MFCC" not in _module().table(runs)
     assert "ABX within, CPC minus" not in text  # no within pair scored: no interval line
     assert "Pre-training wall time per seed: 10.0, 10.0 min." in text
