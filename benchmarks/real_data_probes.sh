@@ -9,7 +9,8 @@
 # each run on TIMIT's held-out
 # speakers (frame phones, ABX within/across, CTC phone error rate), speechocean762 speakers, FSDD
 # digits and speakers and Speech Commands words (speaker-disjoint), each beside random init and
-# MFCC; benchmarks/recipe_table.py prints mean +- std over the seeds (OUT_DIR/recipe.md).
+# MFCC; benchmarks/recipe_table.py prints mean +- std over the seeds and CPC minus MFCC with a
+# paired-bootstrap interval for ABX and PER (OUT_DIR/recipe.md).
 # datasets: pre-training of at most MINUTES minutes per dataset (fsdd, Speech Commands,
 # LibriSpeech sample, CIFAR-10), then probes with three probe seeds.
 #
