@@ -13,7 +13,8 @@ import json
 import statistics
 from pathlib import Path
 
-from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
+from cpc_lightning.eval.compare import paired_keys
+from cpc_lightning.eval.speech_tasks import compare_abx, compare_per
 
 SOURCES = ("cpc", "random_init", "mfcc")
 #: (row label, report path in a run dir, value key, scale, higher is better)
@@ -85,30 +86,28 @@ def _line(what: str, c: dict) -> str:
 
 def _intervals(runs: list[Path]) -> list[str]:
     """CPC minus MFCC for ABX (per mode) and PER: each held-out unit's CPC error (a phone pair's
-    ABX error, an utterance's edits) averaged over the seeds, then the paired bootstrap over the
-    units (how far the held-out items can rank the two)."""
+    ABX error, an utterance's edits) averaged over the seeds, then ``evaluate``'s own paired
+    bootstrap over the units (how far the held-out items can rank the two)."""
     out = []
     abx = _reports(runs, "eval_timit/abx.json")
-    for mode in ("within", "across") if abx else ():
-        cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in abx]
-        mfcc = abx[0]["sources"].get("mfcc", {}).get("per_pair", {}).get(mode)
-        keys = set.intersection(*(paired_keys(pp) for pp in cpc)) & paired_keys(mfcc or {})
-        if keys:
-            mean: dict[str, dict[str, float]] = {}
-            for a, b in keys:
-                mean.setdefault(a, {})[b] = statistics.mean(pp[a][b] for pp in cpc)
-            out.append(_line(f"ABX {mode}", paired_bootstrap(mean, mfcc)))
+    if abx and "mfcc" in abx[0]["sources"]:
+        mean: dict[str, dict[str, dict[str, float]]] = {}
+        for mode in ("within", "across"):
+            cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in abx]
+            for a, b in set.intersection(*(paired_keys(pp) for pp in cpc)):
+                mean.setdefault(mode, {}).setdefault(a, {})[b] = statistics.mean(
+                    pp[a][b] for pp in cpc
+                )
+        entries = {"cpc": {"per_pair": mean}, "mfcc": abx[0]["sources"]["mfcc"]}
+        for mode, c in compare_abx(entries, ("within", "across")).get("mfcc", {}).items():
+            out.append(_line(f"ABX {mode}", c))
     per = [rep["sources"] for rep in _reports(runs, "eval_timit/phone_recognition.json")]
     # every seed's report needs the per-utterance edits (reports of older versions lack them)
     if per and all("utterance_edits" in src.get(k, {}) for src in per for k in ("cpc", "mfcc")):
         seeds = (src["cpc"]["utterance_edits"] for src in per)
         edits = [statistics.mean(e) for e in zip(*seeds, strict=True)]
-        c = bootstrap_difference(
-            [100.0 * e for e in edits],
-            [100.0 * e for e in per[0]["mfcc"]["utterance_edits"]],
-            weights=per[0]["mfcc"]["utterance_phones"],
-        )
-        out.append(_line("PER", {**c, "unit": "utterance"}))
+        cpc = {"utterance_edits": edits, "utterance_phones": per[0]["cpc"]["utterance_phones"]}
+        out.append(_line("PER", compare_per({"cpc": cpc, "mfcc": per[0]["mfcc"]})["mfcc"]["PER"]))
     return [""] + out if out else []
 
 

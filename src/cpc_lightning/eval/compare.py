@@ -26,9 +26,11 @@ def bootstrap_difference(
     num_samples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    unit: str = "unit",
 ) -> dict[str, Any]:
     """``sum(first - second) / sum(weights)`` (the mean difference when ``weights`` is None)
-    over paired units, with a ``level`` percentile interval from ``num_samples`` resamples."""
+    over paired units (named ``unit`` in the result), with a ``level`` percentile interval
+    from ``num_samples`` resamples."""
     if num_samples < 1 or not 0.0 < level < 1.0:
         raise ValueError(
             f"bootstrap: num_samples={num_samples} must be >= 1 and level={level} in (0, 1)"
@@ -51,6 +53,7 @@ def bootstrap_difference(
         "interval": [float(lo), float(hi)],
         "level": level,
         "units": len(diff),
+        "unit": unit,
         "first_better": int((diff < 0).sum()),
         "second_better": int((diff > 0).sum()),
     }
@@ -78,5 +81,6 @@ def paired_bootstrap(first: PerPair, second: PerPair, **kw: Any) -> dict[str, An
     common = sorted(a.keys() & b.keys())
     if not common:
         raise ValueError("paired_bootstrap: the two ABX results share no scored phone pair")
-    out = bootstrap_difference([a[k] for k in common], [b[k] for k in common], **kw)
-    return {**out, "unit": "phone pair"}
+    return bootstrap_difference(
+        [a[k] for k in common], [b[k] for k in common], unit="phone pair", **kw
+    )

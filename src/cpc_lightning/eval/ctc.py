@@ -74,9 +74,14 @@ def utterance_edits(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]
     return [AF.edit_distance(list(r), list(h)) for h, r in zip(hyps, refs, strict=True)]
 
 
+def error_rate(edits: Sequence[float], refs: Sequence[Sequence[int]]) -> float:
+    """Total edits over the total reference length, in %."""
+    return 100.0 * sum(edits) / max(1, sum(len(r) for r in refs))
+
+
 def phone_error_rate(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> float:
     """Total edit distance over the total reference length, in %."""
-    return 100.0 * sum(utterance_edits(hyps, refs)) / max(1, sum(len(r) for r in refs))
+    return error_rate(utterance_edits(hyps, refs), refs)
 
 
 @dataclass
@@ -227,9 +232,8 @@ def phone_recognition(
     pers, train_pers, edits = [], [], []
     for seed in s.seeds:
         head = train_ctc(xtr, train[1], num_phones, s, seed, wd)
-        hyps = decode_all(head, xte, num_phones)
-        edits.append(utterance_edits(hyps, test[1]))
-        pers.append(phone_error_rate(hyps, test[1]))
+        edits.append(utterance_edits(decode_all(head, xte, num_phones), test[1]))
+        pers.append(error_rate(edits[-1], test[1]))
         train_pers.append(phone_error_rate(decode_all(head, xtr, num_phones), train[1]))
     return {
         "per": float(np.mean(pers)),

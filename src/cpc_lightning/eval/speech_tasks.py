@@ -147,8 +147,9 @@ def compare_per(entries: Mapping[str, Mapping[str, Any]], seed: int = 0) -> dict
             [100.0 * e for e in entries[other]["utterance_edits"]],
             weights=phones,
             seed=seed,
+            unit="utterance",
         )
-        out[other] = {"PER": {**c, "unit": "utterance"}}
+        out[other] = {"PER": c}
     return out
 
 
