@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from cpc_lightning.data.audio.datamodules import AudioFolderDataModule
-from cpc_lightning.data.audio.streaming import StreamingAudioDataModule, write_shards
+from cpc_lightning.data.audio.shards import write_shards
+from cpc_lightning.data.audio.streaming import StreamingAudioDataModule
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PATTERN = r"(?P<speaker>\d{4})/\d{9}\.flac"

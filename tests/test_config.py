@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from cpc_lightning.build import build_model
-from cpc_lightning.data import TASKS, DataModule
+from cpc_lightning.data import LABELS, DataModule
 from cpc_lightning.data.audio.frames import LABEL_HOP
 from cpc_lightning.training.environment import choose_precision
 
@@ -76,7 +76,7 @@ def test_data_options_set_up_and_batch_as_the_contract_says(option, tmp_path):
     dm.setup("fit")
     assert isinstance(dm, DataModule)
     assert dm.modality in ("audio", "image") and dm.root.is_dir()
-    assert dm.tasks and set(dm.tasks) <= set(TASKS)
+    assert dm.labels and set(dm.labels) <= set(LABELS)
     batch = next(iter(dm.train_dataloader()))
     b = batch["x"].shape[0]
     assert b == dm.batch_size and batch["label"].shape == (b,)
@@ -86,7 +86,7 @@ def test_data_options_set_up_and_batch_as_the_contract_says(option, tmp_path):
         assert dm.items("train") and dm.items("test")
     else:
         g = dm.grid_size
-        assert batch["x"].shape[:4] == (b, g, g, 3) and dm.tasks == ["classes"]
+        assert batch["x"].shape[:4] == (b, g, g, 3) and dm.labels == ["classes"]
     # an image option brings image model defaults, an audio option keeps the audio ones
     model = build_model(cfg)
     assert model.modality == dm.modality
@@ -215,6 +215,7 @@ DOCUMENTED = [
     "data/synthetic_speech.yaml",
     "data/imagenet_patches.yaml",
     "data/cifar10_patches.yaml",
+    "data/base/image.yaml",
     "negatives/batch.yaml",
     "probe/linear.yaml",
     "paths/default.yaml",

@@ -160,7 +160,7 @@ def test_a_phone_file_that_matches_no_audio(libri_tree, tmp_path):
     with pytest.warns(AudioDataWarning, match=r"none of the 2 utterance ids of the phone labels"):
         dm = LibriSpeechDataModule(root=str(libri_tree), cache_dir=str(tmp_path), window=3200)
         dm.setup()
-    assert "phones" not in dm.tasks and dm.label_problems
+    assert "phones" not in dm.labels and dm.label_problems
     assert "11-100-0000" in dm.label_problems[0]  # what the audio ids look like
     # named explicitly, the file is needed: an error
     with pytest.raises(ValueError, match="does not belong to this corpus"):

@@ -16,7 +16,7 @@ def test_speech_mix_unions_the_parts_with_corpus_prefixed_speakers(shared_data, 
         assert sum(r.uid.startswith(f"{name}/") for r in dm.items("train")) == train
         assert sum(r.uid.startswith(f"{name}/") for r in dm.items("test")) == test
     assert len(dm.speakers) == 125 + 12 + 6
-    assert all("/" in s for s in dm.speakers) and dm.tasks == ["speakers"]
+    assert all("/" in s for s in dm.speakers) and dm.labels == ["speakers"]
     assert dm.num_phones == 0 and dm.classes == []
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (dm.batch_size, 1, dm.window) and (batch["phones"] < 0).all()

@@ -49,7 +49,7 @@ def test_sequences_follow_word_order_and_the_split_is_by_speaker(tmp_path):
     assert names == ["W", "IY", "K", "AO", "L"]  # word 0 before word 1
     test_spk = {r.speaker for r in dm.items("test")}
     assert len(test_spk) == 1 and test_spk.isdisjoint(r.speaker for r in dm.items("train"))
-    assert dm.tasks == ["speakers", "phone_recognition"]
+    assert dm.labels == ["speakers", "phone_sequences"]  # phone_recognition, not abx
     assert {r.meta["sex"] for r in recs} == {"m", "f"}
     by_sex = speechocean(
         tmp_path / "so", tmp_path / "c2", "data.num_test_speakers=1", "data.label=sex"

@@ -15,11 +15,8 @@ from helpers import SHARED_DATA
 pytest.importorskip("litdata", reason="litdata not installed: pip install -e '.[streaming]'")
 
 from cpc_lightning.data.audio.datamodules import AudioFolderDataModule  # noqa: E402
-from cpc_lightning.data.audio.streaming import (  # noqa: E402
-    MANIFEST,
-    StreamingAudioDataModule,
-    write_shards,
-)
+from cpc_lightning.data.audio.shards import MANIFEST, write_shards  # noqa: E402
+from cpc_lightning.data.audio.streaming import StreamingAudioDataModule  # noqa: E402
 from cpc_lightning.errors import UserError  # noqa: E402
 
 CORPUS = SHARED_DATA / "speechocean762_subset"
@@ -76,7 +73,7 @@ def test_manifest_keeps_labels_split_and_counts(shards):
     assert len(manifest["splits"]["train"]) == 30 and len(manifest["splits"]["test"]) == 10
     assert len(manifest["speakers"]) == 4 and manifest["sample_rate"] == 16000
     dm = stream_module(shards)
-    assert dm.tasks == ["speakers"] and dm.provides_speakers
+    assert dm.labels == ["speakers"] and dm.provides_speakers
     assert {r.speaker for r in dm.items("test")}.isdisjoint(r.speaker for r in dm.items("train"))
 
 

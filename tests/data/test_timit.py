@@ -59,7 +59,7 @@ def test_nltk_layout_folds_phones_onto_the_label_grid(tmp_path):
     assert [dm.phone_names[i] for i in rec.phone_seq] == ["sil", "sh", "ih", "sil", "ah", "sil"]
     assert rec.segments[1] == (2000 / 16000, 2600 / 16000, "sh")
     assert [p for _, _, p in rec.segments] == ["sil", "sh", "ih", "sil", "ah", "sil"]
-    assert "abx" in dm.tasks and "phone_recognition" in dm.tasks
+    assert "phones" in dm.labels and "phone_sequences" in dm.labels  # abx, phone_recognition
 
 
 def test_abx_tokens_merge_a_closure_with_its_release():
@@ -109,7 +109,7 @@ def test_sex_and_dialect_as_classes(tmp_path):
     dm, _ = timit(
         nltk_tree(tmp_path / "timit"), tmp_path, "data.label=sex", "data.num_test_speakers=2"
     )
-    assert dm.classes == ["f", "m"] and "classes" in dm.tasks
+    assert dm.classes == ["f", "m"] and "classes" in dm.labels
     dm, _ = timit(
         nltk_tree(tmp_path / "t2"),
         tmp_path / "c2",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
+
 #: What to tell a user whose dataset folder is missing.
 ROOT_HINT = (
     "set data.root=/path/to/dataset (the fsdd, speech_commands and cifar10_patches presets look "
@@ -18,12 +21,8 @@ def resolve_root(root: str | os.PathLike[str] | None, what: str = "data.root") -
     if root is None or str(root) in ("", "???"):
         raise ValueError(f"{what} is required: {ROOT_HINT}")
     text = os.path.expanduser(os.fspath(root))
-    if not os.path.isabs(text):
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.utils import to_absolute_path
-
-        if HydraConfig.initialized():
-            text = to_absolute_path(text)
+    if not os.path.isabs(text) and HydraConfig.initialized():
+        text = to_absolute_path(text)
     return Path(text).resolve()
 
 

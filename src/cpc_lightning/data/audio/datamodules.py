@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cpc_lightning.data import IGNORE_INDEX, label_index, tasks_with_labels
+from cpc_lightning.data import IGNORE_INDEX, label_index, labels_with
 from cpc_lightning.data.audio.augment import build_augment
 from cpc_lightning.data.audio.labels import SplitRule
 from cpc_lightning.data.audio.layouts import FolderLayout, LibriSpeechLayout
@@ -29,6 +29,8 @@ from cpc_lightning.data.audio.manifest import (
 )
 from cpc_lightning.data.audio.reader import AudioReader, build_resample_cache
 from cpc_lightning.data.audio.samplers import check_sampler, make_batch_sampler
+from cpc_lightning.data.audio.settings import loader_settings, plain
+from cpc_lightning.data.audio.synthetic import ensure_synthetic_corpus
 from cpc_lightning.data.audio.windows import WindowDataset
 from cpc_lightning.data.paths import resolve_root
 from cpc_lightning.data.resumable import ResumableLoader
@@ -42,15 +44,6 @@ __all__ = [
     "LibriSpeechDataModule",
     "SyntheticSpeechDataModule",
 ]
-
-
-def plain(value: Any) -> Any:
-    """OmegaConf containers -> builtin lists/dicts (Hydra passes them through ``instantiate``)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 class AudioDataModule(pl.LightningDataModule):
@@ -76,67 +69,46 @@ class AudioDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        window: int = 20480,
-        windows_per_utterance: int = 1,
-        short: str = "pad",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        sampler: str = "uniform",
-        speakers_per_batch: int | None = None,
-        windows_per_speaker: int | None = None,
         test_pattern: str | None = None,
         test_speakers: Sequence[str] | None = None,
         num_test_speakers: int | None = None,
         test_fraction: float = 0.1,
         exclude_speakers: Sequence[str] | None = None,
-        seed: int = 0,
-        cache_dir: str | os.PathLike[str] | None = None,
-        augment: Sequence[str] | None = None,
-        augment_params: Mapping[str, Mapping[str, Any]] | None = None,
         memory_cache_mb: float = 512.0,
         resample_cache: bool = True,
         num_phones: int | None = None,
-        drop_last: bool = True,
         streaming: bool = False,
         on_bad_file: str = "skip",
+        **loader: Any,
     ) -> None:
+        """The corpus keys; ``loader``: the keys of
+        :class:`~cpc_lightning.data.audio.settings.LoaderSettings` (window, batches, ...)."""
         super().__init__()
         if streaming:
             raise ValueError(
                 "data.streaming=true is read by cpc_lightning.build.build_datamodule (prepared "
                 "shards), not by the file-based DataModules"
             )
-        if short not in ("pad", "skip"):
-            raise ValueError(f"data.short must be 'pad' or 'skip', got {short!r}")
+        s = self.settings = loader_settings(loader)
         self.on_bad_file = on_bad_file  # skip | error: checked by build_manifest
         self.batch_size = check_sampler(
-            sampler, batch_size, speakers_per_batch, windows_per_speaker
+            s.sampler, s.batch_size, s.speakers_per_batch, s.windows_per_speaker
         )
-        self.sampler_name = sampler
-        self.speakers_per_batch = speakers_per_batch
-        self.windows_per_speaker = windows_per_speaker
-        self.sample_rate = int(sample_rate)
-        self.window = int(window)
-        self.windows_per_utterance = int(windows_per_utterance)
-        self.short = short
-        self.num_workers = int(num_workers)
-        self.seed = int(seed)
-        speakers = [str(s) for s in plain(test_speakers)] if test_speakers else None
-        excluded = [str(s) for s in plain(exclude_speakers)] if exclude_speakers else None
+        self.sampler_name, self.speakers_per_batch = s.sampler, s.speakers_per_batch
+        self.windows_per_speaker = s.windows_per_speaker
+        self.sample_rate, self.window, self.short = s.sample_rate, s.window, s.short
+        self.windows_per_utterance = s.windows_per_utterance
+        self.num_workers, self.seed, self.drop_last = s.num_workers, s.seed, s.drop_last
+        speakers = [str(x) for x in plain(test_speakers)] if test_speakers else None
+        excluded = [str(x) for x in plain(exclude_speakers)] if exclude_speakers else None
         self.split_rule = SplitRule(
-            test_pattern,
-            speakers,
-            num_test_speakers,
-            float(test_fraction),
-            self.seed,
+            test_pattern, speakers, num_test_speakers, float(test_fraction), self.seed,
             exclude_speakers=excluded,
-        )
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache"
-        self.augment = build_augment(plain(augment), plain(augment_params), self.sample_rate)
+        )  # fmt: skip
+        self.cache_dir = s.cache_path
+        self.augment = build_augment(s.augment, s.augment_params, self.sample_rate)
         self.resample_cache = bool(resample_cache)
         self._num_phones_cfg = num_phones
-        self.drop_last = bool(drop_last)
         self.reader = AudioReader(self.sample_rate, float(memory_cache_mb))
         self.root: Path | None = None
         self.speakers: list[str] = []
@@ -259,12 +231,12 @@ class AudioDataModule(pl.LightningDataModule):
 
     # --- evaluation API ---------------------------------------------------------------------
     @property
-    def tasks(self) -> list[str]:
-        """Evaluation tasks this corpus has labels for (frame phones also give ``abx`` and
-        ``phone_recognition``; phone sequences alone give ``phone_recognition``)."""
+    def labels(self) -> list[str]:
+        """Label kinds this corpus has (``cpc_lightning.data.LABELS``; frame phones also give
+        phone sequences)."""
         records = [r for v in self._records.values() for r in v]
         sequences = any(r.phone_seq is not None for r in records)
-        return tasks_with_labels(self.num_phones, self.speakers, self.classes, sequences)
+        return labels_with(self.num_phones, self.speakers, self.classes, sequences)
 
     def items(self, split: str) -> list[Utterance]:
         """Utterance records of ``split`` (``train`` or ``test``, the held-out split)."""
@@ -406,8 +378,6 @@ class SyntheticSpeechDataModule(LibriSpeechDataModule):
     def prepare_corpus(self) -> None:
         """Generate the corpus under ``cache_dir`` once (then only its root is looked up)."""
         if self._corpus_root is None:
-            from cpc_lightning.data.audio.synthetic import ensure_synthetic_corpus
-
             params = {"seed": self.seed, **self.synthetic, "sample_rate": self.sample_rate}
             self._corpus_root = Path(ensure_synthetic_corpus(self.cache_dir, **params))
             self.root = self._corpus_root

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpc_lightning.data.audio.datamodules import AudioDataModule, plain
+from cpc_lightning.data.audio.datamodules import AudioDataModule
 from cpc_lightning.data.audio.labels import SplitRule
 from cpc_lightning.data.audio.layouts import apply_split
 from cpc_lightning.data.audio.manifest import Layout, LayoutRecords, ProbedFiles
 from cpc_lightning.data.audio.probe import scan_tree
+from cpc_lightning.data.audio.settings import plain
 from cpc_lightning.data.paths import resolve_root
 
 log = logging.getLogger(__name__)

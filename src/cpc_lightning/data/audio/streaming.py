@@ -1,267 +1,40 @@
-"""Streaming shards: an optimised, sharded copy of an audio corpus, read with Lightning's litdata.
+"""Training from streaming shards (``data.streaming=true``), read with Lightning's litdata.
 
-``python -m cpc_lightning.prepare data=<audio option> out=<dir or URL>`` decodes and resamples
-every utterance once and writes ``<out>/train`` and ``<out>/test`` (litdata chunks, one item per
-utterance: ``index``, int16 or float32 ``audio``, ``phones``, ``speaker``, ``label``) and
-``<out>/cpc_manifest.json`` (label names, the records with their labels and split, counts, the
-source config). ``data.streaming=true data.root=<out>`` trains from it with
-:class:`StreamingAudioDataModule`: litdata shards the items across DDP ranks and loader
-workers, and its loader state (in Lightning's checkpoint) resumes an epoch mid-way.
+``data.streaming=true data.root=<out>`` trains from the shards that ``prepare`` wrote
+(:mod:`~cpc_lightning.data.audio.shards`) with :class:`StreamingAudioDataModule`: litdata shards
+the items across DDP ranks and loader workers, and its loader state (in Lightning's checkpoint)
+resumes an epoch mid-way.
 
 Item ``index`` is the utterance's position in the file-based DataModule's split, and windows are
 cut by the same rule (:func:`~cpc_lightning.data.audio.windows.window_start`): for a fixed
-seed an epoch holds the same windows and labels as the file loader's, in litdata's order.
-litdata is imported only here (``pip install 'cpc_lightning[streaming]'``).
+seed an epoch holds the same windows and labels as the file loader's, in litdata's order. The
+loader keys are the file DataModule's (:class:`~cpc_lightning.data.audio.settings.LoaderSettings`);
+those streaming does not implement are refused at start-up. litdata is an optional extra
+(``pip install 'cpc_lightning[streaming]'``), imported only when shards are read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import multiprocessing
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from cpc_lightning.data import IGNORE_INDEX, tasks_with_labels
+from cpc_lightning.data import labels_with
 from cpc_lightning.data.audio.augment import build_augment
 from cpc_lightning.data.audio.manifest import Utterance
-from cpc_lightning.data.audio.reader import AudioReader
+from cpc_lightning.data.audio.settings import check_streaming, loader_settings
+from cpc_lightning.data.audio.shard_items import decode_audio, manifest_records
+from cpc_lightning.data.audio.shards import SPLITS, is_url, join, read_manifest, require_litdata
 from cpc_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "cpc_manifest.json"
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
-#: int16 shards store ``round(x * 32768)`` (soundfile's own scale: 16-bit sources stay exact).
-INT16_SCALE = 32768.0
-#: Record fields kept in the manifest (the audio and phones live in the shards).
-RECORD_FIELDS = ("uid", "rel", "num_samples", "speaker", "speaker_index", "label", "label_index")
 
-
-def require_litdata() -> Any:
-    """The ``litdata`` module, or one clear error naming the extra to install."""
-    try:
-        import litdata
-    except ImportError as err:
-        raise UserError(
-            "streaming shards need litdata: pip install 'cpc_lightning[streaming]' "
-            f"(import failed: {err})"
-        ) from err
-    return litdata
-
-
-def is_url(path: str | os.PathLike[str]) -> bool:
-    """``s3://``, ``gs://``, ... (anything with a scheme other than a local path)."""
-    return "://" in str(path) and not str(path).startswith("file://")
-
-
-def join(root: str, *parts: str) -> str:
-    """``root/parts`` for a local folder or an object-store URL."""
-    return "/".join([str(root).rstrip("/"), *parts])
-
-
-# ------------------------------------------------------------------ writing (prepare)
-def encode_item(
-    position: int, records: Sequence[Utterance], reader: AudioReader, dtype: str
-) -> dict[str, Any]:
-    """The shard item of ``records[position]``: its decoded, resampled waveform and labels."""
-    rec = records[position]
-    wav = reader.load(rec).numpy()
-    if dtype == "int16":
-        audio = np.clip(np.round(wav * INT16_SCALE), -32768, 32767).astype(np.int16)
-    else:
-        audio = wav.astype(np.float32)
-    phones = rec.phones if rec.phones is not None else np.zeros(0)
-    return {
-        "index": int(position),
-        "audio": audio,
-        "phones": np.asarray(phones, dtype=np.int16),
-        "speaker": int(rec.speaker_index),
-        "label": int(rec.label_index),
-    }
-
-
-def record_entry(rec: Utterance) -> dict[str, Any]:
-    """A record as the manifest stores it (``phones_present``: whether the shards hold labels)."""
-    out = {k: getattr(rec, k) for k in RECORD_FIELDS}
-    out["phones_present"] = rec.phones is not None
-    return out
-
-
-def write_shards(
-    datamodule: Any,
-    out: str,
-    num_workers: int = 1,
-    chunk_bytes: str = "64MB",
-    dtype: str = "int16",
-    source: Mapping[str, Any] | None = None,
-    start_method: str | None = None,
-) -> dict[str, Any]:
-    """Write ``datamodule``'s splits as litdata shards under ``out``; return the manifest.
-
-    ``start_method``: of the writer processes (litdata's default, ``spawn``, re-imports in each;
-    ``fork`` starts faster where the caller has not started threads that hold locks).
-    """
-    litdata = require_litdata()
-    if dtype not in ("int16", "float32"):
-        raise UserError(f"dtype={dtype!r} must be int16 or float32")
-    if not is_url(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split in SPLITS:
-        records = datamodule.items(split)
-        if datamodule.short == "skip":  # never used at this window: leave them out
-            records = [r for r in records if r.num_samples >= datamodule.window]
-        splits[split] = [record_entry(r) for r in records]
-        if not records:
-            continue
-        fn = partial(encode_item, records=records, reader=datamodule.reader, dtype=dtype)
-        with _optimizer_env():
-            litdata.optimize(
-                fn=fn,
-                inputs=list(range(len(records))),
-                output_dir=join(out, split),
-                chunk_bytes=chunk_bytes,
-                num_workers=max(int(num_workers), 1),
-                keep_data_ordered=True,  # item position = record position (random access)
-                mode="overwrite",
-                verbose=False,
-                start_method=start_method,
-            )
-        if not is_url(out) and not Path(join(out, split, "index.json")).is_file():
-            raise UserError(
-                f"litdata wrote no {join(out, split, 'index.json')}: see its messages above (a "
-                "script calling write_shards needs an `if __name__ == '__main__':` guard)"
-            )
-    manifest = {
-        "format": FORMAT_VERSION,
-        "sample_rate": datamodule.sample_rate,
-        "dtype": dtype,
-        "window": datamodule.window,
-        "short": datamodule.short,
-        "speakers": list(datamodule.speakers),
-        "classes": list(datamodule.classes),
-        "num_phones": int(datamodule.num_phones),
-        "phone_names": list(datamodule.phone_names),
-        "provides_speakers": bool(datamodule.provides_speakers),
-        "stats": dict(datamodule.stats),
-        "source": dict(source or {}),
-        "splits": splits,
-    }
-    _put_text(join(out, MANIFEST), json.dumps(manifest))
-    return manifest
-
-
-@contextlib.contextmanager
-def _optimizer_env() -> Iterator[None]:
-    """Undo what ``litdata.optimize`` changes in this process: it forces the multiprocessing
-    start method to ``spawn`` (every later DataLoader worker would re-import everything:
-    loaders then ran at a few items a second, measured) and sets ``DATA_OPTIMIZER_*``."""
-    method = multiprocessing.get_start_method(allow_none=True)
-    before = {k: v for k, v in os.environ.items() if k.startswith("DATA_OPTIMIZER_")}
-    try:
-        yield
-    finally:
-        multiprocessing.set_start_method(method, force=True)
-        for key in [k for k in os.environ if k.startswith("DATA_OPTIMIZER_")]:
-            del os.environ[key]
-        os.environ.update(before)
-
-
-def _put_text(target: str, text: str) -> None:
-    if not is_url(target):
-        tmp = f"{target}.{os.getpid()}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, target)
-        return
-    from litdata.streaming.fs_provider import _get_fs_provider
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / MANIFEST
-        local.write_text(text)
-        _get_fs_provider(target).upload_file(str(local), target)
-
-
-def read_manifest(root: str) -> dict[str, Any]:
-    """``<root>/cpc_manifest.json`` (downloaded first for a URL), checked."""
-    target = join(root, MANIFEST)
-    if is_url(root):
-        require_litdata()
-        from litdata.streaming.fs_provider import _get_fs_provider
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / MANIFEST
-            _get_fs_provider(target).download_file(target, str(local))
-            text = local.read_text()
-    else:
-        path = Path(target)
-        if not path.is_file():
-            raise UserError(
-                f"data.root={root} has no {MANIFEST}: with data.streaming=true, data.root is the "
-                "folder written by `python -m cpc_lightning.prepare data=<option> out=<dir>`"
-            )
-        text = path.read_text()
-    manifest = json.loads(text)
-    if manifest.get("format") != FORMAT_VERSION:
-        raise UserError(
-            f"{target} has format {manifest.get('format')!r}, this release reads "
-            f"{FORMAT_VERSION}: run cpc_lightning.prepare again"
-        )
-    return manifest
-
-
-def manifest_records(entries: Sequence[Mapping[str, Any]], split: str) -> list[Utterance]:
-    """The manifest's records of one split as :class:`Utterance` (phones come with the items)."""
-    out = []
-    for e in entries:
-        out.append(
-            Utterance(
-                uid=e["uid"],
-                path=e["rel"],
-                num_samples=int(e["num_samples"]),
-                file_frames=int(e["num_samples"]),
-                file_sample_rate=0,
-                channels=1,
-                speaker=e.get("speaker"),
-                speaker_index=int(e.get("speaker_index", IGNORE_INDEX)),
-                label=e.get("label"),
-                label_index=int(e.get("label_index", IGNORE_INDEX)),
-                split=split,
-                rel=e["rel"],
-            )
-        )
-    return out
-
-
-def decode_audio(item: Mapping[str, Any]) -> torch.Tensor:
-    """An item's waveform as float32 ``(n,)`` in [-1, 1]."""
-    audio = np.asarray(item["audio"])
-    if audio.dtype == np.int16:
-        return torch.from_numpy(audio.astype(np.float32) / INT16_SCALE)
-    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-
-
-def item_record(item: Mapping[str, Any], records: Sequence[Utterance]) -> Utterance:
-    """The record of an item, with its frame labels attached."""
-    phones = np.asarray(item["phones"])
-    return replace(
-        records[int(item["index"])], phones=phones.astype(np.int64) if phones.size else None
-    )
-
-
-# ------------------------------------------------------------------ reading (training)
 class StreamingAudioDataModule(pl.LightningDataModule):
     """Audio batches from prepared shards (``data.streaming=true``); the DataModule contract of
     :mod:`cpc_lightning.data` (``items``/``load`` read single utterances by position).
@@ -275,49 +48,25 @@ class StreamingAudioDataModule(pl.LightningDataModule):
     modality = "audio"
     handles_distributed = True
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        sample_rate: int = 16000,
-        window: int = 20480,
-        windows_per_utterance: int = 1,
-        short: str = "pad",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        sampler: str = "uniform",
-        seed: int = 0,
-        cache_dir: str | os.PathLike[str] | None = None,
-        augment: Sequence[str] | None = None,
-        augment_params: Mapping[str, Mapping[str, Any]] | None = None,
-        drop_last: bool = True,
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], **loader: Any) -> None:
+        """``root``: the ``prepare`` output (folder or URL); ``loader``: the keys of
+        :class:`~cpc_lightning.data.audio.settings.LoaderSettings`."""
         super().__init__()
         if str(root) in ("", "???", "None"):
             raise UserError("data.root is required with data.streaming=true: the prepare output")
-        if int(windows_per_utterance) != 1:
-            raise UserError(
-                f"data.windows_per_utterance={windows_per_utterance} with data.streaming=true: "
-                "shards give one window per utterance per epoch; set it to 1 (or train more epochs)"
-            )
-        if sampler != "uniform":
-            raise UserError(
-                f"data.sampler={sampler} with data.streaming=true: streamed batches are uniform "
-                "shuffles of chunks; use data.sampler=uniform (and a negatives mode that needs no "
-                "speaker-grouped batches)"
-            )
+        s = self.settings = loader_settings(loader)
+        check_streaming(s)
         self.root = str(root) if is_url(root) else str(Path(root).expanduser().resolve())
-        self.sample_rate, self.window, self.short = int(sample_rate), int(window), short
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.sample_rate, self.window, self.short = s.sample_rate, s.window, s.short
+        self.batch_size, self.num_workers = int(s.batch_size), s.num_workers
         if self.num_workers == 0:
             # litdata's chunk thread polls without sleeping: in the training process it holds
             # the GIL against the step (loading measured ~10x slower); in a worker it does not.
             log.info("data.streaming=true with data.num_workers=0: reading shards in 1 worker")
             self.num_workers = 1
-        self.seed, self.drop_last = int(seed), bool(drop_last)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache"
-        from cpc_lightning.data.audio.datamodules import plain
-
-        self.augment = build_augment(plain(augment), plain(augment_params), self.sample_rate)
+        self.seed, self.drop_last = s.seed, s.drop_last
+        self.cache_dir = s.cache_path
+        self.augment = build_augment(s.augment, s.augment_params, self.sample_rate)
         self.manifest: dict[str, Any] | None = None
         self._records: dict[str, list[Utterance]] = {}
         self._random_access: dict[str, Any] = {}
@@ -358,9 +107,9 @@ class StreamingAudioDataModule(pl.LightningDataModule):
         self.manifest = m
 
     @property
-    def tasks(self) -> list[str]:
-        """Probe tasks the shards have labels for."""
-        return tasks_with_labels(self.num_phones, self.speakers, self.classes)
+    def labels(self) -> list[str]:
+        """Label kinds the shards have."""
+        return labels_with(self.num_phones, self.speakers, self.classes)
 
     def items(self, split: str) -> list[Utterance]:
         """Records of ``split`` (``train`` or ``test``), in shard order."""
@@ -374,7 +123,7 @@ class StreamingAudioDataModule(pl.LightningDataModule):
         self.setup()
         split = record.split
         if split not in self._random_access:
-            from litdata import StreamingDataset
+            from litdata import StreamingDataset  # optional extra: imported only when streaming
 
             self._random_access[split] = StreamingDataset(
                 join(self.root, split), cache_dir=self._chunk_cache(split), batch_decode=0
@@ -397,6 +146,7 @@ class StreamingAudioDataModule(pl.LightningDataModule):
         return str(self.cache_dir / "streaming" / tag / split)
 
     def _loader(self, split: str, train: bool) -> Any:
+        # optional extra: litdata (and StreamingWindows, a litdata dataset) only when streaming
         from litdata import StreamingDataLoader
 
         from cpc_lightning.data.audio.streaming_windows import StreamingWindows

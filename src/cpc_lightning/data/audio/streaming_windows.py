@@ -1,5 +1,5 @@
-"""The litdata dataset of :mod:`~cpc_lightning.data.audio.streaming` (imports litdata: load it
-only when streaming is used)."""
+"""The litdata dataset of :mod:`~cpc_lightning.data.audio.streaming` (imports litdata, an
+optional extra: load it only when streaming is used)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from litdata import StreamingDataset
 
 from cpc_lightning.data.audio.manifest import Utterance
-from cpc_lightning.data.audio.streaming import decode_audio, item_record
+from cpc_lightning.data.audio.shard_items import decode_audio, item_record
 from cpc_lightning.data.audio.windows import seed_of, window_item, window_start
 
 

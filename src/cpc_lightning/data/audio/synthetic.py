@@ -3,7 +3,8 @@
 A deterministic, procedurally generated corpus, written to disk once so that the LibriSpeech
 reader reads it unchanged. No download.
 
-The signal model (phone inventory, speakers, source-filter synthesis) is in ``synthesis.py``.
+The signal model is in ``synthesis_inventory.py`` (phone inventory, speakers) and
+``synthesis.py`` (source-filter synthesis).
 
 Labels follow the CPC convention: one phone per 10 ms frame, frame ``i`` covering samples
 ``[160 i, 160 i + 400)`` and labelled with the phone at sample ``160 i + 200`` (these are sample
@@ -25,12 +26,12 @@ import numpy as np
 import soundfile as sf
 
 from cpc_lightning.data.audio.frames import LABEL_HOP, LABEL_WINDOW, expected_phone_frames
-from cpc_lightning.data.audio.synthesis import (
+from cpc_lightning.data.audio.synthesis import synthesize
+from cpc_lightning.data.audio.synthesis_inventory import (
     TYPE_NAMES,
     make_inventory,
     make_speaker,
     rng_for,
-    synthesize,
 )
 
 __all__ = ["SYNTHETIC_VERSION", "SPLIT_NAME", "corpus_stats", "ensure_synthetic_corpus"]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cpc_lightning.data import IGNORE_INDEX
-from cpc_lightning.data.audio.datamodules import AudioDataModule, plain
+from cpc_lightning.data.audio.datamodules import AudioDataModule
 from cpc_lightning.data.audio.frames import LABEL_HOP, LABEL_WINDOW, expected_phone_frames
 from cpc_lightning.data.audio.labels import SplitRule
 from cpc_lightning.data.audio.layouts import apply_split
@@ -46,6 +46,7 @@ from cpc_lightning.data.audio.manifest import (
     Utterance,
 )
 from cpc_lightning.data.audio.probe import scan_tree
+from cpc_lightning.data.audio.settings import plain
 from cpc_lightning.data.paths import resolve_root
 
 _SPEAKER = r"(?P<speaker>[fm][a-z]{3}\d)"

@@ -15,7 +15,7 @@ Batch (dict, see :mod:`cpc_lightning.data`):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -24,9 +24,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from cpc_lightning.data import tasks_with_labels
+from cpc_lightning.data import labels_with
 from cpc_lightning.data.audio.samplers import UniformBatchSampler
-from cpc_lightning.data.images.patches import PatchGridDataset, grid_size, make_patch_augment
+from cpc_lightning.data.images.patches import (
+    PatchGridDataset,
+    grid_size,
+    make_image_augment,
+    make_patch_augment,
+)
 from cpc_lightning.data.images.sources import (
     ArraySource,
     FolderSource,
@@ -76,10 +81,11 @@ class _PatchGridDataModule(pl.LightningDataModule):
         image_size: int,
         patch_size: int,
         stride: int,
-        augment: str,
+        augment: str | Sequence[str],
         mean: Sequence[float],
         std: Sequence[float],
         seed: int = 0,
+        augment_params: Mapping[str, Mapping[str, float]] | None = None,
     ):
         super().__init__()
         self.root = resolve_root(root)
@@ -90,8 +96,10 @@ class _PatchGridDataModule(pl.LightningDataModule):
         self.patch_size = int(patch_size)
         self.stride = int(stride)
         self.grid_size = grid_size(self.image_size, self.patch_size, self.stride)
-        self.augment = str(augment)
+        self.augment = str(augment) if isinstance(augment, str) else [str(a) for a in augment]
         self.patch_augment = make_patch_augment(self.augment)
+        # whole-image colour_jitter / grayscale, inserted before normalisation (empty: none)
+        self.image_augment = make_image_augment(self.augment, augment_params)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.classes: list[str] = []
@@ -106,9 +114,9 @@ class _PatchGridDataModule(pl.LightningDataModule):
         return len(self.classes)
 
     @property
-    def tasks(self) -> list[str]:
-        """Probe tasks: ``classes`` when there are at least two."""
-        return tasks_with_labels(0, [], self.classes)
+    def labels(self) -> list[str]:
+        """Label kinds: ``classes`` when there are at least two."""
+        return labels_with(0, [], self.classes)
 
     # subclasses -------------------------------------------------------------------------------
     def _build_sources(self) -> tuple[FolderSource | ArraySource, FolderSource | ArraySource]:
@@ -211,16 +219,18 @@ class ImagePatchDataModule(_PatchGridDataModule):
         image_size: int = 256,
         patch_size: int = 64,
         stride: int = 32,
-        augment: str = "none",
+        augment: str | Sequence[str] = "none",
         crop_scale: Sequence[float] = (0.2, 1.0),
         resize_size: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
+        augment_params: Mapping[str, Mapping[str, float]] | None = None,
     ):
         super().__init__(
-            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed
-        )
+            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed,
+            augment_params,
+        )  # fmt: skip
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.resize_size = int(resize_size or round(self.image_size / 0.875))
         if self.resize_size < self.image_size:
@@ -250,6 +260,7 @@ class ImagePatchDataModule(_PatchGridDataModule):
             [
                 v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, antialias=True),
                 v2.RandomHorizontalFlip(),
+                *self.image_augment,
                 *_to_tensor(self.mean, self.std),
             ]
         )
@@ -282,16 +293,18 @@ class CIFAR10PatchDataModule(_PatchGridDataModule):
         image_size: int = 32,
         patch_size: int = 8,
         stride: int = 4,
-        augment: str = "none",
+        augment: str | Sequence[str] = "none",
         padding: int = 4,
         layout: str = "auto",
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
         seed: int = 0,
+        augment_params: Mapping[str, Mapping[str, float]] | None = None,
     ):
         super().__init__(
-            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed
-        )
+            root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed,
+            augment_params,
+        )  # fmt: skip
         if layout not in ("auto", "batches", "folder"):
             raise ValueError(f"layout must be auto, batches or folder, got {layout!r}")
         self.layout = layout
@@ -333,6 +346,7 @@ class CIFAR10PatchDataModule(_PatchGridDataModule):
             [
                 v2.RandomCrop(self.image_size, padding=self.padding),
                 v2.RandomHorizontalFlip(),
+                *self.image_augment,
                 *_to_tensor(self.mean, self.std),
             ]
         )
