@@ -9,15 +9,16 @@ Each run dir holds the ``evaluate`` reports that ``benchmarks/real_data_probes.s
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from cpc_lightning.eval.compare import paired_keys
+from cpc_lightning.eval.registry import read_report
+from cpc_lightning.eval.report import ABXReport, PERReport, Report
 from cpc_lightning.eval.speech_tasks import compare_abx, compare_per
 
 SOURCES = ("cpc", "random_init", "mfcc")
-#: (row label, report path in a run dir, value key, scale, higher is better)
+#: (row label, report path in a run dir, the report's figure, scale, higher is better)
 ROWS = (
     ("TIMIT frame phones, accuracy %", "eval_timit/phones.json", "accuracy", 100.0, True),
     ("TIMIT ABX within-speaker, error %", "eval_timit/abx.json", "within", 1.0, False),
@@ -46,22 +47,14 @@ def _value(run: Path, rel: str, key: str, scale: float, source: str) -> float | 
     path = run / rel
     if not path.is_file():
         return None
-    got = json.loads(path.read_text())["sources"].get(source, {}).get(key)
-    return None if got is None else float(got) * scale
+    got = read_report(path).figure(source, key)
+    return None if got is None else got * scale
 
 
 def _feature(runs: list[Path], rel: str) -> str:
     """The CPC feature the reports used (``c``, ``z``, or ``c layer i``; ``+ CMVN`` when
     normalised per utterance), as one label."""
-    names = set()
-    for run in runs:
-        path = run / rel
-        if path.is_file():
-            got = json.loads(path.read_text())
-            layer = got.get("layer")
-            name = f"{got.get('feature', 'c')}" + ("" if layer is None else f" layer {layer}")
-            names.add(name + (" + CMVN" if got.get("normalise") == "utterance" else ""))
-    return "/".join(sorted(names))
+    return "/".join(sorted({rep.feature_label for rep in _reports(runs, rel)}))
 
 
 def _cell(values: list[float]) -> str:
@@ -72,8 +65,8 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def _reports(runs: list[Path], rel: str) -> list[dict]:
-    return [json.loads(p.read_text()) for r in runs if (p := r / rel).is_file()]
+def _reports(runs: list[Path], rel: str) -> list[Report]:
+    return [read_report(p) for r in runs if (p := r / rel).is_file()]
 
 
 def _line(what: str, c: dict) -> str:
@@ -89,25 +82,27 @@ def _intervals(runs: list[Path]) -> list[str]:
     ABX error, an utterance's edits) averaged over the seeds, then ``evaluate``'s own paired
     bootstrap over the units (how far the held-out items can rank the two)."""
     out = []
-    abx = _reports(runs, "eval_timit/abx.json")
-    if abx and "mfcc" in abx[0]["sources"]:
+    abx = [rep for rep in _reports(runs, "eval_timit/abx.json") if isinstance(rep, ABXReport)]
+    if abx and "mfcc" in abx[0].sources:
         mean: dict[str, dict[str, dict[str, float]]] = {}
         for mode in ("within", "across"):
-            cpc = [rep["sources"]["cpc"]["per_pair"].get(mode) or {} for rep in abx]
+            cpc = [rep.per_pair("cpc", mode) for rep in abx]
             for a, b in set.intersection(*(paired_keys(pp) for pp in cpc)):
                 mean.setdefault(mode, {}).setdefault(a, {})[b] = statistics.mean(
                     pp[a][b] for pp in cpc
                 )
-        entries = {"cpc": {"per_pair": mean}, "mfcc": abx[0]["sources"]["mfcc"]}
+        entries = {"cpc": {"per_pair": mean}, "mfcc": abx[0].sources["mfcc"]}
         for mode, c in compare_abx(entries, ("within", "across")).get("mfcc", {}).items():
             out.append(_line(f"ABX {mode}", c))
-    per = [rep["sources"] for rep in _reports(runs, "eval_timit/phone_recognition.json")]
+    rel = "eval_timit/phone_recognition.json"
+    per = [rep for rep in _reports(runs, rel) if isinstance(rep, PERReport)]
     # every seed's report needs the per-utterance edits (reports of older versions lack them)
-    if per and all("utterance_edits" in src.get(k, {}) for src in per for k in ("cpc", "mfcc")):
-        seeds = (src["cpc"]["utterance_edits"] for src in per)
-        edits = [statistics.mean(e) for e in zip(*seeds, strict=True)]
-        cpc = {"utterance_edits": edits, "utterance_phones": per[0]["cpc"]["utterance_phones"]}
-        out.append(_line("PER", compare_per({"cpc": cpc, "mfcc": per[0]["mfcc"]})["mfcc"]["PER"]))
+    if per and all(rep.utterance_edits(k) is not None for rep in per for k in ("cpc", "mfcc")):
+        seeds = (rep.utterance_edits("cpc") for rep in per)
+        edits = [statistics.mean(e) for e in zip(*seeds, strict=True)]  # type: ignore[arg-type]
+        cpc = {"utterance_edits": edits, "utterance_phones": per[0].utterance_phones("cpc")}
+        mfcc = per[0].sources["mfcc"]
+        out.append(_line("PER", compare_per({"cpc": cpc, "mfcc": mfcc})["mfcc"]["PER"]))
     return [""] + out if out else []
 
 

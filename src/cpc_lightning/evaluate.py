@@ -12,28 +12,22 @@ trained model's headline figure (for sweepers).
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_model
-from cpc_lightning.data import TASKS
-from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
+from cpc_lightning.cli import entry_point
+from cpc_lightning.errors import user_errors
 from cpc_lightning.eval.probes import baseline_names, comparison_sources
-from cpc_lightning.eval.report import evaluate_sources, write_report
+from cpc_lightning.eval.registry import check_task, get_task, headline, run_task
+from cpc_lightning.eval.report import Report, write_report
 from cpc_lightning.eval.settings import EvalSettings
-from cpc_lightning.eval.speech_tasks import (
-    abx_settings,
-    ctc_settings,
-    run_abx,
-    run_phone_recognition,
-    score_feature_dir,
-)
+from cpc_lightning.eval.speech_tasks import score_feature_dir
+from cpc_lightning.eval.tasks import TaskInputs
 from cpc_lightning.runs import Run, data_config, open_data, open_run, weights_tag
 from cpc_lightning.training import wandb as wandb_setup
 
@@ -54,9 +48,7 @@ def settings_of(cfg: DictConfig) -> EvalSettings:
     """Probe settings: ``probe.*`` plus the feature and device keys of the entry config."""
     keys = ("feature", "layer", "pool", "device", "precision", "normalise")
     with user_errors("probe settings"):
-        return EvalSettings.from_mapping(
-            {**OmegaConf.to_container(cfg.probe, resolve=True), **{k: cfg.get(k) for k in keys}}
-        )
+        return EvalSettings.from_node(cfg.probe, **{k: cfg.get(k) for k in keys})
 
 
 def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any]:
@@ -74,49 +66,17 @@ def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any
     }
 
 
-def _check_task(task: str, datamodule: Any) -> None:
-    if task not in datamodule.tasks:
-        why = "".join(f"; {p}" for p in getattr(datamodule, "label_problems", []))
-        raise UserError(
-            f"task={task}: {type(datamodule).__name__} has no labels for it (available: "
-            f"{', '.join(datamodule.tasks) or 'none'}){why}; classes need data.pattern with a "
-            "(?P<label>...) group, speakers a (?P<speaker>...) group, phones, abx and "
-            "phone_recognition frame labels or phone sequences (e.g. data=timit)"
-        )
-
-
-def _run_task(
-    cfg: DictConfig,
-    sources: list[Any],
-    datamodule: Any,
-    settings: EvalSettings,
-    data_cfg: dict,
-    out: Path,
-    meta: dict[str, Any],
-) -> dict[str, Any]:
-    task = str(cfg.task)
-    if task == "abx":
-        return run_abx(sources, datamodule, settings, abx_settings(cfg), cfg.get("items"), meta)
-    if task == "phone_recognition":
-        return run_phone_recognition(sources, datamodule, settings, ctc_settings(cfg), meta)
-    reports = evaluate_sources(sources, datamodule, [task], settings, data_cfg, out, meta)
-    if task not in reports:
-        raise UserError(f"task={task}: no labelled rows in both the training and held-out splits")
-    return reports[task]
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the run's frozen features (and baselines) on ``cfg.task``; return the report."""
-    task = str(cfg.task)
-    if task not in TASKS:
-        raise UserError(f"task={task} is not one of {', '.join(TASKS)}")
+    """Evaluate the run's frozen features (and baselines) on ``cfg.task``; return the report's
+    JSON."""
+    task = get_task(str(cfg.task))
     if cfg.get("features"):
         with user_errors("evaluation"):
             report = score_feature_dir(cfg)
         return _finish(cfg, report, None)
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
-    _check_task(task, datamodule)
+    check_task(task, datamodule)
     settings = settings_of(cfg)
     seed = int(
         cfg.random_init_seed if cfg.random_init_seed is not None else run.config.get("seed", 0)
@@ -131,51 +91,45 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else run.run_dir / "eval"
     data_cfg = OmegaConf.to_container(data_config(cfg, run.config), resolve=True)
-    log.info("evaluating %s (global step %s) on task=%s", run.checkpoint, run.global_step, task)
+    log.info(
+        "evaluating %s (global step %s) on task=%s", run.checkpoint, run.global_step, task.name
+    )
     start = time.perf_counter()
     with user_errors("evaluation"):
         meta = _meta(run, datamodule, data_cfg, seed)
-        report = _run_task(cfg, sources, datamodule, settings, data_cfg, out, meta)
-    report["wall_seconds"] = time.perf_counter() - start
-    report["feature"], report["layer"] = settings.feature, settings.layer
-    report["normalise"] = settings.normalise
+        inputs = TaskInputs(sources, datamodule, settings, data_cfg, out, meta)
+        inputs.options, inputs.items_file = cfg.get(task.name), cfg.get("items")
+        report = run_task(task, inputs)
+    report.wall_seconds = time.perf_counter() - start
+    report.feature, report.layer = settings.feature, settings.layer
+    report.normalise = settings.normalise
     return _finish(cfg, report, run, out)
 
 
-def _finish(cfg: DictConfig, report: dict[str, Any], run: Run | None, out: Path | None = None):
-    """Write ``<out>/<task>.json``, print the table, log to W&B when the run used it."""
-    task = report["task"]
+def _finish(
+    cfg: DictConfig, report: Report, run: Run | None, out: Path | None = None
+) -> dict[str, Any]:
+    """Write ``<out>/<task>.json``, print the table, log to W&B when the run used it; return
+    the report's JSON."""
+    data = report.to_json()
+    task = data["task"]
     if out is None:
-        out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else Path(report["out_dir"])
+        out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else Path(data["out_dir"])
     path = write_report(out, task, report)
     step = f", step {run.global_step}" if run is not None and run.global_step is not None else ""
-    print(f"\ntask={task}, feature={report.get('feature')}{step} (held-out split):\n")
-    print(report["table"])
+    print(f"\ntask={task}, feature={data.get('feature')}{step} (held-out split):\n")
+    print(data["table"])
     print(f"\nreport: {path}")
     if run is not None:
-        wandb_setup.log_report(run.config, report, out, str(cfg.wandb))
-    return report
+        wandb_setup.log_report(run.config, data, out, str(cfg.wandb))
+    return data
 
 
-def headline(report: dict[str, Any]) -> float:
-    """The trained model's main figure (for sweepers): accuracy, ABX within error, or PER."""
-    cpc = report["sources"]["cpc"]
-    for key in ("accuracy", "within", "per"):
-        if cpc.get(key) is not None:
-            return float(cpc[key])
-    return float("nan")
-
-
-@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+@entry_point("cpc_lightning.evaluate", "evaluate")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: returns the trained model's held-out accuracy."""
-    try:
-        report = evaluate(cfg)
-    except UserError as exc:
-        exit_with("cpc_lightning.evaluate", exc)
-    return headline(report)
+    return headline(evaluate(cfg))
 
 
 if __name__ == "__main__":
-    check_overrides("cpc_lightning.evaluate", sys.argv[1:])
     main()

@@ -14,6 +14,7 @@ from cpc_lightning.eval.features import Source, audio_task_features
 from cpc_lightning.eval.linear_probe import fit_probe
 from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
 from cpc_lightning.eval.online_probe import OnlineProbe
+from cpc_lightning.eval.registry import TASKS
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.model.encoders.audio import Conv1dEncoder
 from cpc_lightning.model.heads import PredictionHeads
@@ -96,7 +97,7 @@ def test_frame_labels_survive_extraction(lengths: list[int]) -> None:
     dm = FakeAudio(recs)
     src = Source("block", frozen(BlockEncoder()))
     settings = EvalSettings.from_mapping({"extract_batch": 2})
-    out = audio_task_features(src, dm, "train", ["phones"], settings, 20)
+    out = audio_task_features(src, dm, "train", [TASKS["phones"]], settings, 20)
     x, y = out["phones"]
     assert len(y) == sum(expected_phone_frames(n) for n in lengths)  # every label, in order
     assert torch.equal(x[:, 0], y.float())  # frame t <-> label t, incl. the last labelled one
@@ -112,7 +113,7 @@ def test_frame_rate_with_the_conv_encoder() -> None:
         src,
         dm,
         "train",
-        ["phones", "speakers", "classes"],
+        [TASKS[t] for t in ("phones", "speakers", "classes")],
         EvalSettings.from_mapping(),
         window_frames=40,
     )
@@ -183,5 +184,5 @@ def test_online_probe_task_follows_the_declared_labels(tasks, expected) -> None:
 
     from cpc_lightning.eval.online_probe import choose_task
 
-    dm = SimpleNamespace(tasks=tasks, num_phones=7, speakers=["a", "b", "c"], classes=["x", "y"])
+    dm = SimpleNamespace(labels=tasks, num_phones=7, speakers=["a", "b", "c"], classes=["x", "y"])
     assert choose_task(dm) == expected

@@ -27,10 +27,11 @@ from typing import Any, Protocol, runtime_checkable
 #: Label value for "unknown" (PyTorch's cross-entropy ``ignore_index``).
 IGNORE_INDEX = -100
 MODALITIES = ("audio", "image")
-#: Evaluation tasks a DataModule may have labels for: linear probes (``phones`` per frame,
-#: ``speakers`` per window, ``classes`` per item), ``abx`` (phone discrimination, needs time-aligned
-#: phones) and ``phone_recognition`` (CTC, needs phone sequences).
-TASKS = ("phones", "speakers", "classes", "abx", "phone_recognition")
+#: Label kinds a DataModule may have (``labels``): ``phones`` (a label per 10 ms frame),
+#: ``speakers`` and ``classes`` (at least two of them), ``phone_sequences`` (each utterance's phone
+#: sequence; frame phones give them too). Which evaluation tasks need which kinds is
+#: ``cpc_lightning.eval.registry``'s business, not the data's.
+LABELS = ("phones", "speakers", "classes", "phone_sequences")
 SPLITS = ("train", "test")
 
 
@@ -47,13 +48,15 @@ class DataModule(Protocol):
     - ``speakers``, ``classes``: label names (index = label id); ``num_phones``: frame classes
       (``phone_names`` their names, or empty for numbered labels);
     - ``provides_speakers``: every sequence of a batch has a speaker id;
-    - ``tasks``: the probe tasks (subset of :data:`TASKS`) it has labels for;
+    - ``labels``: the label kinds (of :data:`LABELS`, or a new task's own) it has;
     - ``stats``: counts of what was read and skipped (for reports).
 
     Audio modules also have ``sample_rate``, ``window`` (samples per training window),
     ``items(split)`` (utterance records) and ``load(record)`` (the whole waveform ``(n,)``);
     image modules have ``grid_size`` (G) and ``feature_loader(split, batch_size)``
-    (unaugmented batches in a fixed order).
+    (unaugmented batches in a fixed order). Audio file modules also say how batches are drawn,
+    ``sampler_name`` and ``windows_per_speaker`` (what ``NegativeSampler.check`` reads to see
+    whether every batch holds two sequences of each speaker; absent: it does not).
     """
 
     modality: str
@@ -67,18 +70,18 @@ class DataModule(Protocol):
     stats: dict[str, Any]
 
     @property
-    def tasks(self) -> list[str]: ...
+    def labels(self) -> list[str]: ...
 
     def prepare_data(self) -> None: ...
 
     def setup(self, stage: str | None = None) -> None: ...
 
 
-def tasks_with_labels(
+def labels_with(
     num_phones: int, speakers: Sequence[str], classes: Sequence[str], sequences: bool = False
 ) -> list[str]:
-    """Tasks with labels: frame phones (also ABX and phone recognition), at least two speakers
-    or classes, phone sequences (phone recognition)."""
+    """Label kinds: frame phones (which also give phone sequences), at least two speakers or
+    classes, phone sequences."""
     out = []
     if num_phones > 0:
         out.append("phones")
@@ -86,10 +89,8 @@ def tasks_with_labels(
         out.append("speakers")
     if len(classes) > 1:
         out.append("classes")
-    if num_phones > 0:
-        out.append("abx")
     if num_phones > 0 or sequences:
-        out.append("phone_recognition")
+        out.append("phone_sequences")
     return out
 
 

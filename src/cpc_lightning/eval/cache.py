@@ -19,7 +19,7 @@ import torch
 from cpc_lightning.data.audio.frames import LABEL_HOP
 from cpc_lightning.eval.features import Source, audio_task_features, image_class_features
 from cpc_lightning.eval.settings import EvalSettings
-from cpc_lightning.eval.tasks import Split
+from cpc_lightning.eval.tasks import Split, Task
 
 #: ``{task: {"train": (X, y), "test": (X, y)}}``
 TaskFeatures = dict[str, dict[str, Split]]
@@ -57,40 +57,48 @@ def _cache_path(
 def _extract(
     source: Source,
     datamodule: Any,
-    tasks: Sequence[str],
+    tasks: Sequence[Task],
     settings: EvalSettings,
     window_frames: int,
     seed: int,
 ) -> TaskFeatures:
-    if datamodule.modality == "image":
-        split = {
-            s: image_class_features(source, datamodule, s, settings) for s in ("train", "test")
+    if datamodule.modality == "image":  # grid-pooled rows, labelled by each task's batch key
+        return {
+            t.name: {
+                s: image_class_features(source, datamodule, s, settings, t.image_labels)
+                for s in ("train", "test")
+            }
+            for t in tasks
+            if t.image_labels is not None
         }
-        return {"classes": split} if "classes" in tasks else {}
     per_split = {
         s: audio_task_features(source, datamodule, s, tasks, settings, window_frames, seed)
         for s in ("train", "test")
     }
-    return {t: {s: per_split[s][t] for s in per_split if t in per_split[s]} for t in tasks}
+    return {
+        t.name: {s: per_split[s][t.name] for s in per_split if t.name in per_split[s]}
+        for t in tasks
+    }
 
 
 def extract_features(
     source: Source,
     datamodule: Any,
-    tasks: Sequence[str],
+    tasks: Sequence[Task],
     settings: EvalSettings,
     data_key: Mapping[str, Any],
     cache_dir: Path | None = None,
     seed: int = 0,
 ) -> tuple[TaskFeatures, dict[str, Any]]:
-    """``{task: {"train": (X, y), "test": (X, y)}}`` for one source, via the on-disk cache.
+    """``{task name: {"train": (X, y), "test": (X, y)}}`` for one source, via the on-disk cache.
 
     ``data_key`` identifies the data (its config). Returns the features and, per task,
     ``{"seconds", "cached", "cache_file"}``.
     """
     window_frames = max(1, int(getattr(datamodule, "window", 0) or 0) // LABEL_HOP)
     paths = {
-        t: _cache_path(cache_dir, t, source, data_key, settings, window_frames, seed) for t in tasks
+        t.name: _cache_path(cache_dir, t.name, source, data_key, settings, window_frames, seed)
+        for t in tasks
     }
     out: TaskFeatures = {}
     info: dict[str, Any] = {}
@@ -98,13 +106,13 @@ def extract_features(
         if path is not None and path.is_file():
             out[task] = torch.load(path, map_location="cpu", weights_only=True)
             info[task] = {"seconds": 0.0, "cached": True, "cache_file": str(path)}
-    todo = [t for t in tasks if t not in out]
+    todo = [t for t in tasks if t.name not in out]
     if not todo:
         return out, info
     t0 = time.perf_counter()
     got = _extract(source, datamodule, todo, settings, window_frames, seed)
     seconds = time.perf_counter() - t0
-    for task in todo:
+    for task in (t.name for t in todo):
         feats = got.get(task, {})
         if "train" not in feats or "test" not in feats:
             continue

@@ -11,15 +11,16 @@ then its heads are trained on the whole training split with it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch import nn
+
+from cpc_lightning.eval.head_trainer import train_head
+from cpc_lightning.eval.settings import CTCSettings
 
 HEADS = ("linear", "bilstm")
 
@@ -84,45 +85,6 @@ def phone_error_rate(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]
     return error_rate(utterance_edits(hyps, refs), refs)
 
 
-@dataclass
-class CTCSettings:
-    """How the head is trained (``phone_recognition.*`` of the evaluate config)."""
-
-    head: str = "linear"
-    hidden: int = 256
-    epochs: int = 40
-    min_steps: int = 1000
-    lr: float = 1e-2
-    batch_size: int = 16
-    # L2 penalty of Adam; a list of several: chosen per source on ``dev_speakers`` training speakers
-    weight_decay: float | list[float] = 0.0
-    dev_speakers: int = 2
-    seeds: list[int] = field(default_factory=lambda: [0])
-
-    def __post_init__(self) -> None:
-        grid = self.weight_decays
-        if not grid or any(not math.isfinite(w) or w < 0 for w in grid):
-            raise ValueError(
-                f"phone_recognition.weight_decay={self.weight_decay!r}: give a value >= 0 or a "
-                "list of them (e.g. [0, 1e-3, 1e-2])"
-            )
-        if len(grid) > 1 and self.dev_speakers < 1:
-            raise ValueError(
-                f"phone_recognition.dev_speakers={self.dev_speakers}: choosing among weight_decay="
-                f"{grid} needs at least 1 held-out training speaker"
-            )
-
-    @property
-    def weight_decays(self) -> list[float]:
-        """The weight decays to choose from (one: no choice)."""
-        wd = self.weight_decay
-        return [float(w) for w in wd] if isinstance(wd, list | tuple) else [float(wd)]
-
-    @property
-    def linear(self) -> bool:
-        return self.head == "linear"
-
-
 def _batch(feats: Sequence[torch.Tensor], seqs: Sequence[Sequence[int]], idx: Sequence[int]):
     x = nn.utils.rnn.pad_sequence([feats[i] for i in idx], batch_first=True)
     lengths = torch.tensor([len(feats[i]) for i in idx])
@@ -143,21 +105,24 @@ def train_ctc(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = CTCHead(feats[0].shape[1], num_phones, s.head, s.hidden)
-    opt = torch.optim.Adam(head.parameters(), lr=s.lr, weight_decay=weight_decay)
-    per_epoch = max(1, math.ceil(len(feats) / s.batch_size))
-    epochs = max(s.epochs, math.ceil(s.min_steps / per_epoch))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
     ctc = nn.CTCLoss(blank=num_phones, zero_infinity=True)
-    for _ in range(epochs):
-        order = torch.randperm(len(feats), generator=gen).tolist()
-        for i in range(0, len(order), s.batch_size):
-            x, lengths, targets, target_lengths = _batch(feats, seqs, order[i : i + s.batch_size])
-            log_probs = head(x).transpose(0, 1)  # (T, B, C)
-            loss = ctc(log_probs, targets, lengths, target_lengths)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x, lengths, targets, target_lengths = _batch(feats, seqs, idx.tolist())
+        log_probs = head(x).transpose(0, 1)  # (T, B, C)
+        return ctc(log_probs, targets, lengths, target_lengths)
+
+    train_head(
+        head,
+        len(feats),
+        batch_loss,
+        epochs=s.epochs,
+        min_steps=s.min_steps,
+        lr=s.lr,
+        weight_decay=weight_decay,
+        batch_size=s.batch_size,
+        generator=gen,
+    )
     return head.eval()
 
 

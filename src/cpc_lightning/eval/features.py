@@ -18,7 +18,7 @@ import torch
 from cpc_lightning.data.audio.frames import HOP_SECONDS, LABEL_HOP
 from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
 from cpc_lightning.eval.settings import EvalSettings
-from cpc_lightning.eval.tasks import Split, task_rows
+from cpc_lightning.eval.tasks import Split, Task
 from cpc_lightning.progress import Progress, track
 
 LABELS = {
@@ -162,12 +162,13 @@ def audio_task_features(
     source: Source,
     datamodule: Any,
     split: str,
-    tasks: Sequence[str],
+    tasks: Sequence[Task],
     settings: EvalSettings,
     window_frames: int,
     seed: int = 0,
 ) -> dict[str, Split]:
-    """Rows and labels per task for one split of an audio DataModule, from one source."""
+    """Rows and labels per task name for one split of an audio DataModule, from one source
+    (each task's ``rows`` of every utterance)."""
     records = split_records(datamodule, split, settings, seed)
     how = "meanstd" if source.model is None else settings.pool
     feats = utterance_features(
@@ -175,22 +176,25 @@ def audio_task_features(
     )
     out: dict[str, Split] = {}
     for task in tasks:
+        if task.rows is None:
+            raise ValueError(f"task={task.name} is not a linear-probe task (it has no rows)")
         xs, ys = [], []
         for rec, f in zip(records, feats, strict=True):
-            got = task_rows(task, f, rec, window_frames, how)
+            got = task.rows(f, rec, window_frames, how)
             if got is not None and len(got[1]):
                 xs.append(got[0])
                 ys.append(got[1])
         if xs:
-            out[task] = (torch.cat(xs), torch.cat(ys))
+            out[task.name] = (torch.cat(xs), torch.cat(ys))
     return out
 
 
 @torch.no_grad()
 def image_class_features(
-    source: Source, datamodule: Any, split: str, settings: EvalSettings
+    source: Source, datamodule: Any, split: str, settings: EvalSettings, key: str = "label"
 ) -> Split:
-    """Grid-pooled features ``(N, D)`` and class labels of one split of an image DataModule."""
+    """Grid-pooled features ``(N, D)`` and the labels (batch ``key``) of one split of an image
+    DataModule."""
     if source.model is None:
         raise ValueError("image runs have no MFCC baseline")
     cap = settings.max_train_items if split == "train" else settings.max_test_items
@@ -200,7 +204,7 @@ def image_class_features(
         for batch in track(loader, f"features {source.name} {split}", unit="batch"):
             f = featurize(batch["x"]).mean((1, 2))  # (B, H, W, D) -> (B, D)
             xs.append(f)
-            ys.append(batch["label"].long())
+            ys.append(batch[key].long())
             seen += len(f)
             if cap is not None and seen >= cap:
                 break

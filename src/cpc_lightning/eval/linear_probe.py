@@ -3,15 +3,14 @@ labelled NOT linear), trained with Adam and a cosine schedule; scored on the hel
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from cpc_lightning.eval.head_trainer import train_head
 from cpc_lightning.eval.tasks import Split
-from cpc_lightning.progress import track
 
 
 @dataclass
@@ -65,9 +64,18 @@ def fit_probe(
         if hidden <= 0
         else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
     )
-    steps_per_epoch = max(1, (len(xtr) + batch_size - 1) // batch_size)
-    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    _train(probe, xtr, ytr, epochs, lr, weight_decay, batch_size, gen, desc=f"probe {task}")
+    epochs = train_head(
+        probe,
+        len(xtr),
+        lambda idx: nn.functional.cross_entropy(probe(xtr[idx]), ytr[idx]),
+        epochs=epochs,
+        min_steps=min_steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        generator=gen,
+        desc=f"probe {task}",
+    )
     result = _score(task, probe, (xtr, ytr), (xte, yte), k)
     result.settings = dict(
         probe="linear" if hidden <= 0 else f"mlp(hidden={hidden}) - NOT linear",
@@ -81,33 +89,6 @@ def fit_probe(
         standardised=True,
     )
     return result
-
-
-def _train(
-    probe: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    gen: torch.Generator,
-    desc: str = "probe",
-) -> None:
-    """Adam + cosine schedule over ``epochs`` of shuffled mini-batches (in place)."""
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    n = len(x)
-    steps_per_epoch = max(1, (n + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    for _ in track(range(epochs), desc, unit="epoch"):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            loss = nn.functional.cross_entropy(probe(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
 
 
 @torch.no_grad()

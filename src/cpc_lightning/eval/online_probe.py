@@ -32,7 +32,7 @@ BATCH_KEYS = {"phones": "phones", "speakers": "speaker", "classes": "label"}
 
 def choose_task(datamodule: Any) -> tuple[str, int] | None:
     """``(task, num_classes)``: phones, else speakers, else classes (None: no labels)."""
-    have = datamodule.tasks
+    have = datamodule.labels
     if "phones" in have:
         return "phones", int(datamodule.num_phones)
     if "speakers" in have:

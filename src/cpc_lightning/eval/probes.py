@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from cpc_lightning.build import build_datamodule
 from cpc_lightning.errors import UserError
 from cpc_lightning.eval.features import Source
-from cpc_lightning.eval.report import accuracy_summary, combined_table, evaluate_sources
-from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.eval.probe_tasks import accuracy_summary, combined_table, evaluate_sources
+from cpc_lightning.eval.registry import get_task, tasks_of
+from cpc_lightning.eval.settings import RunProbeSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,42 +56,39 @@ def comparison_sources(
 
 
 def end_of_training_probes(
-    cfg: DictConfig,
+    settings: RunProbeSettings,
     model: Any,
     initial: Any,
     datamodule: Any,
+    data_config: Mapping[str, Any],
+    run_dir: Path,
     tag: str | None,
     loggers: list[Any] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Linear probes on frozen features (as ``evaluate`` runs them): the trained model vs. the
-    same nets at their initial weights and MFCC for audio (``probe.baselines``), on
-    ``datamodule`` (the training data, or :func:`probe_datamodule` of ``probe.data``). Reports go
-    to ``<run dir>/eval/<task>.json``, accuracies (``probe/<task>/<source>``) to the run's
-    loggers; returns the table and those accuracies."""
-    data_cfg = cfg.probe.get("data") or cfg.data  # ``datamodule`` is built from it
-    have = datamodule.tasks
-    tasks = [t for t in cfg.probe.tasks if t in have] or (["classes"] if "classes" in have else [])
+    same nets at their initial weights (``initial``) and MFCC for audio (``settings.baselines``),
+    on ``datamodule`` (the training data, or :func:`probe_datamodule` of ``probe.data``; built
+    from ``data_config``). Reports go to ``<run_dir>/eval/<task>.json``, accuracies
+    (``probe/<task>/<source>``) to ``loggers``; returns the table and those accuracies."""
+    have = tasks_of(datamodule)
+    tasks = [t for t in settings.tasks if t in have] or (["classes"] if "classes" in have else [])
     if not tasks:
         log.info("probe skipped: %s has no labels for %s", type(datamodule).__name__, tasks)
         return "", {}
-    out_dir = Path(cfg.paths.output_dir)
-    settings = EvalSettings.from_mapping(
-        {**OmegaConf.to_container(cfg.probe, resolve=True), "seeds": [int(cfg.seed)]}
-    )
-    baselines = baseline_names(cfg.probe.get("baselines", "all"), datamodule.modality)
+    baselines = baseline_names(settings.baselines, datamodule.modality)
     sources = comparison_sources(model, tag, baselines, lambda: initial, f"init:{tag}")
     start = time.perf_counter()
     reports = evaluate_sources(
         sources,
         datamodule,
-        tasks,
-        settings,
-        data_key=OmegaConf.to_container(data_cfg, resolve=True),
-        out_dir=out_dir / "eval",
+        [get_task(t) for t in tasks],
+        settings.probe,
+        data_key=data_config,
+        out_dir=Path(run_dir) / "eval",
         meta={
-            "run_dir": str(out_dir),
+            "run_dir": str(run_dir),
             "checkpoint": "in-memory model at the end of training",
-            "data": {"target": data_cfg.get("_target_"), "root": str(datamodule.root)},
+            "data": {"target": data_config.get("_target_"), "root": str(datamodule.root)},
         },
     )
     seconds = time.perf_counter() - start
@@ -104,8 +104,6 @@ def end_of_training_probes(
 
 def probe_datamodule(data: DictConfig, trained_on: Any) -> Any:
     """The DataModule of ``probe.data``, set up, at the training data's sample rate."""
-    from cpc_lightning.build import build_datamodule
-
     probe = build_datamodule(data)
     rate, want = getattr(probe, "sample_rate", None), getattr(trained_on, "sample_rate", None)
     if rate != want:

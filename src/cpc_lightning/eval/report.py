@@ -1,199 +1,185 @@
-"""Probe every feature source on every task and write the reports (``<out_dir>/<task>.json``).
+"""Evaluation reports: typed (one dataclass per kind), written as ``<out_dir>/<task>.json``, and
+the one Markdown table writer every report uses.
 
-Every source sees the same items, split and probe settings. A report holds, per source, the
-accuracy (mean and std over ``settings.seeds``), per-class accuracy and confusion matrix (first
-seed), data counts, extraction times and the Markdown table.
-"""
+A report's JSON is ``task``, what was evaluated (``meta``: run dir, checkpoint, data, ...), the
+kind's own keys, ``sources`` (one entry per feature source: the trained model first, then the
+baselines) and the Markdown ``table``. ``to_json`` writes the keys in the order the code always
+has; ``from_json`` reads any report written so far (older ones lack keys: those stay absent)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 
-from cpc_lightning.eval.cache import TaskFeatures, extract_features
-from cpc_lightning.eval.features import Source
-from cpc_lightning.eval.linear_probe import ProbeResult, fit_probe, restrict_to_seen
-from cpc_lightning.eval.settings import EvalSettings
-from cpc_lightning.eval.tasks import Split, class_names
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
 
-log = logging.getLogger(__name__)
+    def __bool__(self) -> bool:
+        return False
+
+
+#: A key the report does not have (older reports lack newer keys).
+ABSENT: Any = _Absent()
+_META = "*meta"
 
 
 def markdown_table(
-    results: Mapping[str, Mapping[str, ProbeResult]], tasks: Sequence[str], probe: str = ""
+    rows: Mapping[str, Mapping[str, float | None]], columns: Sequence[str], note: str = ""
 ) -> str:
-    """Rows = feature sources (e.g. CPC, random init), columns = tasks; test accuracy in %."""
-    header = "| features | " + " | ".join(tasks) + " |"
-    lines = [header, "|" + "---|" * (len(tasks) + 1)]
-    for name, per_task in results.items():
-        cells = [f"{100 * per_task[t].accuracy:.1f} %" if t in per_task else "-" for t in tasks]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    cells = []
-    for t in tasks:
-        row = next((r[t] for r in results.values() if t in r), None)
-        cells.append(f"{100 * row.chance:.1f} %" if row is not None else "-")
-    lines.append("| majority class | " + " | ".join(cells) + " |")
-    if probe:
-        lines.append(f"\nprobe: {probe}")
-    return "\n".join(lines)
+    """Rows (e.g. feature sources) x ``columns``; values in %, one decimal (missing or NaN:
+    ``-``); ``note`` below, after a blank line."""
+    lines = ["| features | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for label, row in rows.items():
+        cells = [
+            "-" if row.get(c) is None or math.isnan(row[c]) else f"{row[c]:.1f} %"  # type: ignore[arg-type]
+            for c in columns
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
-def _probe_runs(task: str, train: Split, test: Split, k: int, s: EvalSettings) -> list[ProbeResult]:
-    return [
-        fit_probe(
-            task,
-            train,
-            test,
-            num_classes=k,
-            epochs=s.epochs,
-            lr=s.lr,
-            weight_decay=s.weight_decay,
-            batch_size=s.batch_size,
-            hidden=s.hidden,
-            seed=seed,
-            max_train=s.max_train_rows,
-            min_steps=s.min_steps,
+@dataclass
+class Report:
+    """What every report has; ``ORDER`` is the kind's key order (``*meta``: the ``meta`` keys)."""
+
+    ORDER: ClassVar[tuple[str, ...]] = ("task", _META, "sources", "table")
+    #: per-source figures, the headline first (e.g. ``accuracy``; ``within``, ``across``)
+    FIGURES: ClassVar[tuple[str, ...]] = ()
+
+    task: str = ABSENT
+    meta: dict[str, Any] = field(default_factory=dict)  # every key not typed below, in order
+    sources: dict[str, dict[str, Any]] = ABSENT
+    table: str = ABSENT
+    feature: str | None = ABSENT  # c | z (None: as the extract run wrote it)
+    layer: int | None = ABSENT
+    normalise: str = ABSENT
+    wall_seconds: float = ABSENT
+    _order: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def _typed(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in ("meta", "_order")]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Report:
+        """A report of this kind from its JSON (any version); unknown keys go to ``meta``."""
+        typed = set(cls._typed())
+        return cls(
+            **{k: v for k, v in data.items() if k in typed},
+            meta={k: v for k, v in data.items() if k not in typed},
+            _order=tuple(data),
         )
-        for seed in s.seeds
-    ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's JSON: the keys read (``from_json``), else in ``ORDER``, then the rest."""
+        values = {k: v for k in self._typed() if (v := getattr(self, k)) is not ABSENT}
+        out: dict[str, Any] = {}
+        for key in self._order or self.ORDER:
+            if key == _META:
+                out.update({k: v for k, v in self.meta.items() if k not in out})
+            elif key in values:
+                out[key] = values[key]
+            elif key in self.meta:
+                out[key] = self.meta[key]
+        out.update({k: v for k, v in values.items() if k not in out})
+        out.update({k: v for k, v in self.meta.items() if k not in out})
+        return out
+
+    def figure(self, source: str, name: str) -> float | None:
+        """``sources[source][name]`` as a float (None: no such source or figure)."""
+        got = (self.sources or {}).get(source, {}).get(name)
+        return None if got is None else float(got)
+
+    @property
+    def headline(self) -> float:
+        """The trained model's main figure (for sweepers); NaN when it has none."""
+        got = self.figure("cpc", self.FIGURES[0]) if self.FIGURES else None
+        return float("nan") if got is None else got
+
+    @property
+    def feature_label(self) -> str:
+        """The learned feature the report used (``c``, ``z``, ``c layer i``; ``+ CMVN`` when
+        normalised per utterance), as one label."""
+        feature = "c" if self.feature is ABSENT else self.feature
+        layer = None if self.layer is ABSENT else self.layer
+        name = f"{feature}" + ("" if layer is None else f" layer {layer}")
+        return name + (" + CMVN" if self.normalise == "utterance" else "")
 
 
-def _source_entry(
-    src: Source, runs: list[ProbeResult], train: Split, test: Split, dropped: int, extract: dict
-) -> dict[str, Any]:
-    accs = [r.accuracy for r in runs]
-    first = runs[0]
-    return {
-        "label": src.label,
-        "accuracy": float(np.mean(accs)),
-        "accuracy_std": float(np.std(accs)),
-        "accuracies": accs,
-        "seeds": [r.settings["seed"] for r in runs],
-        "train_accuracy": first.train_accuracy,
-        "chance_majority": first.chance,
-        "num_classes": first.num_classes,
-        "dim": int(train[0].shape[1]),
-        "counts": {
-            "train_rows": int(len(train[1])),
-            "train_rows_used": first.num_train,
-            "test_rows": int(len(test[1])),
-            "test_rows_dropped_unseen_class": dropped,
-        },
-        "per_class_accuracy": first.per_class,
-        "confusion": first.confusion,
-        "extract": extract,
-    }
+@dataclass
+class ProbeReport(Report):
+    """A linear-probe task (``phones``, ``speakers``, ``classes``, ...): accuracy per source
+    (mean and std over the probe seeds), per-class accuracy, confusion, counts."""
+
+    ORDER: ClassVar[tuple[str, ...]] = (
+        *("task", _META, "feature", "layer", "pool", "class_names", "probe", "sources"),
+        *("table", "combined_table", "wall_seconds", "normalise"),
+    )
+    FIGURES: ClassVar[tuple[str, ...]] = ("accuracy",)
+
+    pool: str = ABSENT
+    class_names: list[str] = ABSENT
+    probe: dict[str, Any] = ABSENT  # the probe's kind and settings
+    combined_table: str = ABSENT  # every task probed in the same run
 
 
-def _task_report(
-    task: str,
-    sources: Sequence[Source],
-    feats: Mapping[str, tuple[TaskFeatures, dict[str, Any]]],
-    names: list[str],
-    settings: EvalSettings,
-    meta: Mapping[str, Any],
-    table_rows: dict[str, dict[str, ProbeResult]],
-) -> dict[str, Any]:
-    """The report of one task (``sources`` empty when no source has rows for it)."""
-    report: dict[str, Any] = {
-        "task": task,
-        **dict(meta),
-        "feature": settings.feature,
-        "layer": settings.layer,
-        "pool": settings.pool,
-        "class_names": names,
-        "probe": {"kind": settings.probe_kind, "linear": settings.linear, **asdict(settings)},
-        "sources": {},
-    }
-    for src in sources:
-        task_feats, info = feats[src.name]
-        if task not in task_feats:
-            continue
-        train, test = task_feats[task]["train"], task_feats[task]["test"]
-        test, dropped = restrict_to_seen(train, test)
-        if len(test[1]) == 0:
-            log.warning("%s/%s: no test rows with a class seen in training", task, src.name)
-            continue
-        k = max(len(names), int(max(train[1].max(), test[1].max())) + 1)
-        runs = _probe_runs(task, train, test, k, settings)
-        mean = ProbeResult(
-            **{**asdict(runs[0]), "accuracy": float(np.mean([r.accuracy for r in runs]))}
-        )
-        table_rows.setdefault(src.label, {})[task] = mean
-        report["sources"][src.name] = _source_entry(
-            src, runs, train, test, dropped, info.get(task, {})
-        )
-    return report
+@dataclass
+class ABXReport(Report):
+    """``abx``: within/across-speaker ABX error (%) per source, per phone pair, and the trained
+    model minus each baseline with a paired-bootstrap interval (``comparison``)."""
+
+    ORDER: ClassVar[tuple[str, ...]] = (
+        *("task", _META, "abx", "sources", "items", "comparison", "table"),
+        *("wall_seconds", "feature", "layer", "normalise"),
+    )
+    FIGURES: ClassVar[tuple[str, ...]] = ("within", "across")
+
+    abx: dict[str, Any] = ABSENT  # the ABX settings
+    items: dict[str, Any] = ABSENT  # the item file and token count
+    comparison: dict[str, Any] = ABSENT
+
+    def per_pair(self, source: str, mode: str) -> dict[str, dict[str, float | None]]:
+        """``{a: {b: error}}`` of ``source`` in ``mode`` (empty when not scored)."""
+        return (self.sources or {}).get(source, {}).get("per_pair", {}).get(mode) or {}
 
 
-def evaluate_sources(
-    sources: Sequence[Source],
-    datamodule: Any,
-    tasks: Sequence[str],
-    settings: EvalSettings,
-    data_key: Mapping[str, Any],
-    out_dir: Path | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Probe every source on every task; write ``<out_dir>/<task>.json``; return the reports."""
-    cache_dir = Path(out_dir) / "cache" if out_dir is not None else None
-    feats = {
-        src.name: extract_features(
-            src, datamodule, tasks, settings, data_key, cache_dir, settings.seeds[0]
-        )
-        for src in sources
-    }
-    reports: dict[str, dict[str, Any]] = {}
-    table_rows: dict[str, dict[str, ProbeResult]] = {}
-    for task in tasks:
-        names = class_names(task, datamodule)
-        report = _task_report(task, sources, feats, names, settings, meta or {}, table_rows)
-        if not report["sources"]:
-            continue
-        report["table"] = markdown_table(
-            {lab: {task: r[task]} for lab, r in table_rows.items() if task in r},
-            [task],
-            settings.probe_kind,
-        )
-        reports[task] = report
-    if reports:
-        combined = markdown_table(
-            table_rows, [t for t in tasks if t in reports], settings.probe_kind
-        )
-        for task, r in reports.items():
-            r["combined_table"] = combined
-            if out_dir is not None:
-                write_report(Path(out_dir), task, r)
-    return reports
+@dataclass
+class PERReport(Report):
+    """``phone_recognition``: the phone error rate (%) of a CTC head per source, per test
+    utterance (``utterance_edits``, ``utterance_phones``), and ``comparison`` as for ABX."""
+
+    ORDER: ClassVar[tuple[str, ...]] = (
+        *("task", _META, "ctc", "head", "linear", "sources", "comparison", "table"),
+        *("wall_seconds", "feature", "layer", "normalise"),
+    )
+    FIGURES: ClassVar[tuple[str, ...]] = ("per",)
+
+    ctc: dict[str, Any] = ABSENT  # the CTC head's settings
+    head: str = ABSENT
+    linear: bool = ABSENT
+    comparison: dict[str, Any] = ABSENT
+
+    def utterance_edits(self, source: str) -> list[float] | None:
+        """Edits per test utterance (None: a report from before they were written)."""
+        return (self.sources or {}).get(source, {}).get("utterance_edits")
+
+    def utterance_phones(self, source: str) -> list[int] | None:
+        """Reference phones per test utterance."""
+        return (self.sources or {}).get(source, {}).get("utterance_phones")
 
 
-def write_report(out_dir: Path, task: str, report: Mapping[str, Any]) -> Path:
+def write_report(out_dir: Path, task: str, report: Report | Mapping[str, Any]) -> Path:
     """``<out_dir>/<task>.json`` (written to a temporary file, then renamed)."""
+    data = report.to_json() if isinstance(report, Report) else report
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{task}.json"
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(report, indent=2))
+    tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
     return path
-
-
-def combined_table(reports: Mapping[str, Mapping[str, Any]]) -> str:
-    """The Markdown table of every task in ``reports`` (sources as rows)."""
-    return next(iter(reports.values()))["combined_table"] if reports else ""
-
-
-def accuracy_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Flat ``probe/<task>/<source>`` -> accuracy (for loggers)."""
-    return {
-        f"probe/{task}/{name}": float(src["accuracy"])
-        for task, rep in reports.items()
-        for name, src in rep["sources"].items()
-        if not math.isnan(src["accuracy"])
-    }

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from cpc_lightning.eval.abx import (
     ItemSet,
@@ -30,23 +28,13 @@ from cpc_lightning.eval.abx import (
     read_items,
 )
 from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
-from cpc_lightning.eval.ctc import CTCSettings, phone_recognition, phone_sequence
+from cpc_lightning.eval.ctc import phone_recognition, phone_sequence
 from cpc_lightning.eval.features import Source, frame_rate, split_records, utterance_features
-from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.eval.report import ABXReport, PERReport, markdown_table
+from cpc_lightning.eval.settings import ABXSettings, CTCSettings, EvalSettings
+from cpc_lightning.eval.tasks import Task, TaskInputs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ABXSettings:
-    """``abx.*`` of the evaluate config."""
-
-    modes: list[str] = field(default_factory=lambda: ["within", "across"])
-    max_size_group: int | None = 10
-    max_x_across: int | None = 5
-    exclude_central: list[str] = field(default_factory=lambda: ["sil", "SIL"])
-    mapping: str = "libri-light"
-    seed: int = 0
 
 
 def items_for(records: Sequence[Any], phone_names: Sequence[str], s: ABXSettings) -> ItemSet:
@@ -64,16 +52,6 @@ def items_for(records: Sequence[Any], phone_names: Sequence[str], s: ABXSettings
     return items.select(i for i, p in enumerate(items.phone) if p not in excluded)
 
 
-def _table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], note: str) -> str:
-    lines = ["| features | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-    for label, row in rows.items():
-        cells = [
-            "-" if row.get(c) is None or math.isnan(row[c]) else f"{row[c]:.1f} %" for c in columns
-        ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n{note}"
-
-
 def _features_by_uid(
     source: Source, datamodule: Any, records: Sequence[Any], settings: EvalSettings
 ) -> dict[str, Any]:
@@ -88,7 +66,7 @@ def run_abx(
     s: ABXSettings,
     items_file: str | Path | None,
     meta: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> ABXReport:
     """ABX within/across (%) of every source on the held-out split's tokens."""
     records = split_records(datamodule, "test", settings, s.seed)
     items = read_items(items_file) if items_file else items_for(records, datamodule.phone_names, s)
@@ -96,8 +74,8 @@ def run_abx(
         raise ValueError("task=abx: no phone tokens in triphone context in the held-out split")
     wanted = set(items.file)
     records = [r for r in records if r.uid in wanted]
-    report: dict[str, Any] = {"task": "abx", **meta, "abx": asdict(s), "sources": {}}
-    report["items"] = {"file": str(items_file) if items_file else None, "tokens": len(items)}
+    report = ABXReport(task="abx", meta=dict(meta), abx=asdict(s), sources={})
+    report.items = {"file": str(items_file) if items_file else None, "tokens": len(items)}
     rows = {}
     for src in sources:
         t0 = time.perf_counter()
@@ -108,12 +86,12 @@ def run_abx(
         )
         entry = {"label": src.label, "frame_rate_hz": rate, **result.to_dict()}
         entry["seconds"] = time.perf_counter() - t0
-        report["sources"][src.name] = entry
+        report.sources[src.name] = entry
         rows[src.label] = {"within": result.within, "across": result.across}
     note = "ABX error (lower is better; chance 50 %), held-out speakers"
-    report["comparison"] = compare_abx(report["sources"], s.modes, s.seed)
-    report["table"] = _table(rows, ["within", "across"], note) + _comparison_lines(
-        report["comparison"], report["sources"]
+    report.comparison = compare_abx(report.sources, s.modes, s.seed)
+    report.table = markdown_table(rows, ["within", "across"], note) + _comparison_lines(
+        report.comparison, report.sources
     )
     return report
 
@@ -188,7 +166,7 @@ def run_phone_recognition(
     settings: EvalSettings,
     s: CTCSettings,
     meta: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> PERReport:
     """PER (%) of a CTC head per source: trained on ``train``, scored on ``test``."""
     train, train_seqs = sequences_of(split_records(datamodule, "train", settings, s.seeds[0]))
     test, test_seqs = sequences_of(split_records(datamodule, "test", settings, s.seeds[0]))
@@ -197,8 +175,8 @@ def run_phone_recognition(
     num_phones = max(len(datamodule.phone_names), datamodule.num_phones)
     num_phones = max(num_phones, 1 + max(max(q) for q in train_seqs + test_seqs))
     kind = "linear CTC head" if s.linear else f"{s.head} CTC head ({s.hidden} units, NOT linear)"
-    report: dict[str, Any] = {"task": "phone_recognition", **meta, "ctc": asdict(s)}
-    report.update({"head": kind, "linear": s.linear, "sources": {}})
+    report = PERReport(task="phone_recognition", meta=dict(meta), ctc=asdict(s))
+    report.head, report.linear, report.sources = kind, s.linear, {}
     rows = {}
     for src in sources:
         t0 = time.perf_counter()
@@ -207,34 +185,32 @@ def run_phone_recognition(
         speakers = [r.speaker for r in train]
         result = phone_recognition((xtr, train_seqs), (xte, test_seqs), num_phones, s, speakers)
         entry = {"label": src.label, **result, "seconds": time.perf_counter() - t0}
-        report["sources"][src.name] = entry
+        report.sources[src.name] = entry
         rows[src.label] = {"PER": result["per"]}
     note = f"phone error rate (lower is better), {kind}, held-out speakers"
     if len(s.weight_decays) > 1:
-        chosen = ", ".join(
-            f"{e['label']} {e['weight_decay']:g}" for e in report["sources"].values()
-        )
+        chosen = ", ".join(f"{e['label']} {e['weight_decay']:g}" for e in report.sources.values())
         note += f"; weight decay chosen on {s.dev_speakers} training speakers: {chosen}"
-    report["comparison"] = compare_per(report["sources"], s.seeds[0])
-    report["table"] = _table(rows, ["PER"], note) + _comparison_lines(
-        report["comparison"], report["sources"]
+    report.comparison = compare_per(report.sources, s.seeds[0])
+    report.table = markdown_table(rows, ["PER"], note) + _comparison_lines(
+        report.comparison, report.sources
     )
-    log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report["sources"].items()})
+    log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report.sources.items()})
     return report
 
 
-def abx_settings(cfg: Any) -> ABXSettings:
-    """``abx.*`` of an entry config."""
-    node = OmegaConf.to_container(cfg.abx, resolve=True) if cfg.get("abx") else {}
-    return ABXSettings(**node)  # type: ignore[arg-type]
+def run_abx_task(task: Task, inputs: TaskInputs) -> ABXReport:
+    """The runner of ``abx`` (options: ``abx.*``)."""
+    i = inputs
+    s = ABXSettings.from_node(i.options)
+    return run_abx(i.sources, i.datamodule, i.settings, s, i.items_file, i.meta)
 
 
-def ctc_settings(cfg: Any) -> CTCSettings:
-    """``phone_recognition.*`` of an entry config, with the probe seeds."""
-    node = OmegaConf.to_container(cfg.phone_recognition, resolve=True)
-    seeds = cfg.probe.seeds
-    node["seeds"] = [int(seeds)] if isinstance(seeds, int) else [int(x) for x in seeds]
-    return CTCSettings(**node)  # type: ignore[arg-type]
+def run_phone_recognition_task(task: Task, inputs: TaskInputs) -> PERReport:
+    """The runner of ``phone_recognition`` (options: ``phone_recognition.*``; the probe seeds
+    are the head seeds)."""
+    s = CTCSettings.from_node(inputs.options, seeds=inputs.settings.seeds)
+    return run_phone_recognition(inputs.sources, inputs.datamodule, inputs.settings, s, inputs.meta)
 
 
 def _load_feature_file(path: Path) -> torch.Tensor:
@@ -263,7 +239,7 @@ def _feature_folder(meta: Mapping[str, Any], cfg: Any) -> str:
     return str(match[-1]["dir"])
 
 
-def score_feature_dir(cfg: Any) -> dict[str, Any]:
+def score_feature_dir(cfg: Any) -> ABXReport:
     """``task=abx features=<dir> items=<file>``: ABX of the files an ``extract`` run wrote
     (frame rate from its ``features.json``; file ids = paths without suffix)."""
     if str(cfg.task) != "abx":
@@ -289,7 +265,7 @@ def score_feature_dir(cfg: Any) -> dict[str, Any]:
             f"items={cfg['items']}: none of its files ({missing[:3]} ...) is in {root}; "
             "item file ids must be the feature paths without suffix"
         )
-    s = abx_settings(cfg)
+    s = ABXSettings.from_node(cfg.get("abx"))
     loaded = {f: _load_feature_file(feats[f]) for f in set(items.file) if f in feats}
     result = abx(
         loaded,
@@ -302,7 +278,7 @@ def score_feature_dir(cfg: Any) -> dict[str, Any]:
         mapping=s.mapping,
     )
     label = f"{meta.get('feature', '?')} features of {meta['model'].get('run_dir', root)}"
-    return {
+    report = {
         "task": "abx",
         "features": str(root),
         "feature": meta.get("feature"),
@@ -310,9 +286,10 @@ def score_feature_dir(cfg: Any) -> dict[str, Any]:
         "abx": asdict(s),
         "items": {"file": str(cfg["items"]), "tokens": len(items), "files_missing": missing},
         "sources": {"cpc": {"label": label, **result.to_dict()}},
-        "table": _table(
+        "table": markdown_table(
             {label: {"within": result.within, "across": result.across}},
             ["within", "across"],
             "ABX error (lower is better; chance 50 %)",
         ),
     }
+    return ABXReport.from_json(report)  # its own key order (the features, then the settings)
