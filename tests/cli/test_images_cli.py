@@ -7,6 +7,7 @@ dir and a small ``trainer.max_steps``: the image data options bring their own mo
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,32 @@ def test_missing_image_root_is_one_clear_error(tmp_path):
     assert proc.returncode != 0
     assert str(missing) in proc.stderr and "train/<class>" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@needs_cifar
+def test_cpc_v2_loss_options_train_from_the_command_line(tmp_path):
+    """Every negative of the batch, anchors for every k, one context net per direction and
+    whole-image colour augmentation, as options on the v2 experiment."""
+    run_dir = tmp_path / "run"
+    proc = run_train(
+        "experiment=cpc_images_v2_cifar",
+        f"data.root={CIFAR_SUBSET}",
+        "negatives.num_negatives=all",  # the experiment sets 128 over negatives=all
+        "model.all_anchors=true",
+        "context.per_direction=true",
+        "data.augment=[v2,colour_jitter,grayscale]",
+        "data.augment_params.grayscale.p=0.5",
+        "probe.enabled=false",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={run_dir}",
+    )
+    result = _check_run_dir(run_dir, proc)
+    assert result["setup"]["num_negatives"] == "all"
+    metrics = result["metrics"]
+    # N + 1 = every patch of the batch: 32 images x 7 x 7
+    for k in (2, 3, 4):
+        bound = math.log(32 * 49)
+        assert abs(metrics[f"val/mi_k{k}"] - (bound - metrics[f"val/loss_k{k}"])) < 1e-3

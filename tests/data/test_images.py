@@ -11,7 +11,12 @@ import torch
 from helpers import CONF, SHARED_DATA
 from PIL import Image
 
-from cpc_lightning.data.images.datamodules import CIFAR10PatchDataModule, ImagePatchDataModule
+from cpc_lightning.data.images.datamodules import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR10PatchDataModule,
+    ImagePatchDataModule,
+)
 from cpc_lightning.data.images.patches import PatchAugment, cut_grid, grid_size
 from cpc_lightning.data.images.sources import CIFAR10_CLASSES, read_cifar_batches
 from cpc_lightning.model.context.grid import MaskedConvContext
@@ -349,3 +354,61 @@ def test_configs_instantiate(overrides, tmp_path):
     assert ctx.in_dim == enc.out_dim and ctx.grid
     x = torch.randn(1, dm.grid_size, dm.grid_size, 3, 8, 8)
     assert ctx(enc(x)).shape == (1, dm.grid_size, dm.grid_size, cfg.context.out_dim)
+
+
+# --------------------------------------------- whole-image colour jitter / grayscale (data.augment)
+def _cifar_train_items(tmp_path: Path, augment, params=None, seed=3, n=4) -> torch.Tensor:
+    """The first ``n`` training grids (B, G, G, C, P, P) of a fake CIFAR with this augmentation,
+    from a fresh DataModule (so two calls share nothing but the seed)."""
+    folder = tmp_path / "cifar"
+    if not folder.is_dir():
+        write_fake_cifar_batches(folder)
+    dm = CIFAR10PatchDataModule(
+        folder, batch_size=2, augment=augment, augment_params=params, seed=seed
+    )
+    dm.setup("fit")
+    return torch.stack([dm._train_set[i]["x"] for i in range(n)])
+
+
+def test_image_augment_off_is_todays_transform(tmp_path):
+    from cpc_lightning.data.images.patches import make_image_augment
+
+    assert make_image_augment("none") == [] and make_image_augment("v2") == []
+    params = {"colour_jitter": {"p": 1.0}, "grayscale": {"p": 1.0}}
+    assert make_image_augment(["v2"], params) == []
+    # params without the names in augment change nothing: same pixels, same RNG draws
+    for augment in ("none", "v2"):
+        today = _cifar_train_items(tmp_path, augment)
+        assert torch.equal(_cifar_train_items(tmp_path, augment, params), today)
+
+
+def test_colour_jitter_changes_pixels_deterministically(tmp_path):
+    on = {"colour_jitter": {"p": 1.0}}
+    plain = _cifar_train_items(tmp_path, "v2")
+    jitter = _cifar_train_items(tmp_path, ["v2", "colour_jitter"], on)
+    assert jitter.shape == plain.shape and not torch.allclose(jitter, plain)
+    assert torch.equal(_cifar_train_items(tmp_path, ["v2", "colour_jitter"], on), jitter)
+    assert not torch.equal(
+        _cifar_train_items(tmp_path, ["v2", "colour_jitter"], on, seed=4), jitter
+    )
+
+
+def test_grayscale_makes_channels_equal_before_normalisation(tmp_path):
+    x = _cifar_train_items(tmp_path, ["colour_jitter", "grayscale"], {"grayscale": {"p": 1.0}})
+    mean = torch.tensor(CIFAR10_MEAN)[:, None, None]
+    std = torch.tensor(CIFAR10_STD)[:, None, None]
+    pixels = x * std + mean  # (..., C, P, P) back to [0, 1]
+    torch.testing.assert_close(pixels[..., 0, :, :], pixels[..., 1, :, :], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pixels[..., 0, :, :], pixels[..., 2, :, :], atol=1e-5, rtol=0)
+    assert pixels.std() > 0.05  # grey, not blank
+
+
+def test_bad_image_augment_names_and_params_are_named():
+    from cpc_lightning.data.images.patches import make_image_augment
+
+    with pytest.raises(ValueError, match="colour_jitter"):
+        make_image_augment(["v2", "solarize"])
+    with pytest.raises(ValueError, match="data.augment_params.grayscale"):
+        make_image_augment(["grayscale"], {"grayscale": {"p": 2.0}})
+    with pytest.raises(ValueError, match="data.augment_params.colour_jitter"):
+        make_image_augment(["colour_jitter"], {"colour_jitter": {"gamma": 0.1}})

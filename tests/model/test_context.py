@@ -88,3 +88,62 @@ def test_gru_runs_in_float32_under_cpu_autocast():
         c = gru(z)
     assert c.dtype == torch.float32
     torch.testing.assert_close(c, gru(z.float()))
+
+
+# ------------------------------------------------ context.per_direction: one grid net per direction
+DIRS = ["down", "up", "left", "right"]
+
+
+def _ahead(direction: str, r: int, g: int) -> torch.Tensor:
+    """(G, G) bool, original grid positions more than r steps along ``direction``."""
+    idx = torch.arange(g)
+    rows, cols = idx[:, None].expand(g, g), idx[None, :].expand(g, g)
+    along = {"down": rows, "up": g - 1 - rows, "right": cols, "left": g - 1 - cols}[direction]
+    return along > r
+
+
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("r", [0, 3, 5])
+def test_per_direction_context_is_causal_in_its_own_direction(direction, r):
+    """In original grid coordinates: perturbing what lies more than r steps along ``direction``
+    changes no context of that direction's network at r steps or fewer (and does change some)."""
+    from cpc_lightning.model.context.grid import MaskedConvContext
+    from cpc_lightning.model.layout import DIRECTIONS, rotate_grid
+
+    torch.manual_seed(0)
+    ctx = MaskedConvContext(6, 5, num_layers=2, per_direction=True, directions=DIRS)
+    ctx = ctx.double().eval()
+
+    def context(z):  # as the loss runs it, turned back to original coordinates
+        c = ctx(rotate_grid(z, direction), direction)
+        return torch.rot90(c, -DIRECTIONS[direction], dims=(1, 2))
+
+    z = torch.randn(2, 7, 7, 6, dtype=torch.float64)
+    ahead = _ahead(direction, r, 7)
+    z2 = torch.where(ahead[None, :, :, None], torch.randn_like(z) * 10, z)
+    c, c2 = context(z), context(z2)
+    torch.testing.assert_close(c[:, ~ahead], c2[:, ~ahead])
+    assert not torch.allclose(c[:, ahead], c2[:, ahead])
+
+
+def test_per_direction_context_has_one_independent_net_per_direction():
+    from cpc_lightning.model.context.grid import MaskedConvContext
+
+    torch.manual_seed(0)
+    shared = MaskedConvContext(6, 5, num_layers=2)
+    ctx = MaskedConvContext(6, 5, num_layers=2, per_direction=True, directions=DIRS).eval()
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    assert count(ctx) == 4 * count(shared) and sorted(ctx.nets) == sorted(DIRS)
+    z = torch.randn(2, 7, 7, 6)
+    with torch.no_grad():
+        down = ctx(z, "down")
+        assert not torch.allclose(down, ctx(z, "up"))  # other weights
+        for p in ctx.nets["up"].parameters():
+            p.add_(1.0)
+        torch.testing.assert_close(ctx(z, "down"), down)  # untouched by another net
+        torch.testing.assert_close(ctx(z), down)  # no direction: the feature path's "down"
+        torch.testing.assert_close(ctx.hidden_states(z)[-1], down)
+    with pytest.raises(ValueError, match="direction 'diag'"):
+        ctx(z, "diag")
+    assert not shared.per_direction and not hasattr(shared, "nets")  # default keys unchanged
+    assert "inp.weight" in shared.state_dict() and "nets.down.inp.weight" in ctx.state_dict()

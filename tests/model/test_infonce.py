@@ -138,3 +138,90 @@ def test_bf16_operands_give_float32_logits_and_bf16_accurate_gradients():
     for ours, exact in ((pred.grad, p64.grad), (cand.grad, c64.grad)):
         assert ours.dtype == torch.bfloat16
         assert ((ours.double() - exact).norm() / exact.norm()).item() < 1e-2
+
+
+# ------------------------------------------------------------- num_negatives: all (info_nce_all)
+def reference_info_nce_all(pred, cand, pos_idx, allowed, weight):
+    """Loops over steps and anchors; float64; a cross-entropy over the positive and every other
+    allowed candidate, written out by hand."""
+    pred, cand = pred.double(), cand.double()
+    losses, accs, mis = [], [], []
+    for k in range(pred.shape[0]):
+        total, correct, log_n1, count = 0.0, 0.0, 0.0, 0
+        for a in range(pred.shape[1]):
+            if not weight[k, a]:
+                continue
+            p = int(pos_idx[k, a])
+            others = [j for j in range(cand.shape[0]) if allowed[a, j] and j != p]
+            logits = torch.stack([pred[k, a] @ cand[j] for j in [p, *others]])
+            total = total - torch.log_softmax(logits, 0)[0]
+            correct += float(all(logits[0] > r for r in logits[1:]))
+            log_n1 += math.log(len(others) + 1)
+            count += 1
+        losses.append(total / count)
+        accs.append(correct / count)
+        mis.append(log_n1 / count - losses[-1])
+    return torch.stack(losses), torch.tensor(accs, dtype=torch.float64), torch.stack(mis)
+
+
+def test_all_candidates_match_a_hand_written_cross_entropy():
+    from cpc_lightning.model.infonce import info_nce_all
+
+    pred, cand, pos, _, weight = make_case(5, k=3, m=12, nc=20)
+    allowed = torch.rand(12, 20, generator=torch.Generator().manual_seed(1)) > 0.3
+    out = info_nce_all(pred, cand, pos, allowed, weight)
+    ref_loss, ref_acc, ref_mi = reference_info_nce_all(pred, cand, pos, allowed, weight)
+    torch.testing.assert_close(out.loss_k, ref_loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.acc_k.double(), ref_acc)
+    torch.testing.assert_close(out.mi_k, ref_mi, atol=1e-6, rtol=0)
+    assert out.num_anchors.tolist() == weight.sum(1).float().tolist()
+    g_fast = torch.autograd.grad(out.loss, (pred, cand))
+    g_ref = torch.autograd.grad(ref_loss.mean(), (pred, cand))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_all_candidates_equal_info_nce_given_every_other_column():
+    """With every column allowed, info_nce_all is info_nce whose negatives are all columns but
+    the positive, so mi_k saturates at log(Nc)."""
+    from cpc_lightning.model.infonce import info_nce_all
+
+    pred, cand, pos, _, weight = make_case(6, k=2, m=8, nc=10)
+    neg = torch.stack(
+        [torch.stack([torch.tensor([j for j in range(10) if j != p]) for p in row]) for row in pos]
+    )
+    out = info_nce_all(pred, cand, pos, torch.ones(8, 10, dtype=torch.bool), weight)
+    ref = info_nce(pred, cand, pos, neg, weight)
+    for field in ("loss_k", "acc_k", "mi_k"):
+        torch.testing.assert_close(getattr(out, field).double(), getattr(ref, field).double())
+
+
+def test_all_candidates_bf16_path_keeps_every_score():
+    from cpc_lightning.model.infonce import all_candidate_logits
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 30, 16, generator=g).bfloat16().requires_grad_()
+    cand = torch.randn(40, 16, generator=g).bfloat16().requires_grad_()
+    logits = all_candidate_logits(pred, cand)
+    assert logits.dtype == torch.float32 and logits.shape == (2, 30, 40)
+    p64 = pred.detach().double().requires_grad_()
+    c64 = cand.detach().double().requires_grad_()
+    ref = p64 @ c64.t()
+    torch.testing.assert_close(logits.double(), ref, atol=1e-4, rtol=1e-5)
+    up = torch.randn(logits.shape, generator=g)
+    logits.backward(up)
+    ref.backward(up.double())
+    for ours, exact in ((pred.grad, p64.grad), (cand.grad, c64.grad)):
+        assert ((ours.double() - exact).norm() / exact.norm()).item() < 1e-2
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_all_candidates_ties_are_not_successes(masked):
+    from cpc_lightning.model.infonce import info_nce_all
+
+    allowed = torch.ones(3, 6, dtype=torch.bool)
+    if masked:
+        allowed[:, 5] = False
+    out = info_nce_all(torch.ones(1, 3, 4), torch.ones(6, 4), torch.zeros(1, 3).long(), allowed)
+    assert out.acc_k.item() == 0.0
+    assert out.mi_k.item() == pytest.approx(0.0, abs=1e-6)  # log(N + 1) - log(N + 1)

@@ -1,9 +1,11 @@
 """Every negative-sampling mode draws exactly from its support (CPC.md table), and covers it."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from cpc_lightning.model.negatives import MODES, NegativeSampler
+from cpc_lightning.model.negatives import MODES, NegativeSampler, check_num_negatives
 
 C, T = 6, 10
 SPEAKER = torch.tensor([0, 0, 1, 1, 1, 0])
@@ -16,25 +18,35 @@ def setup_valid():
     return valid
 
 
+#: The paper's Table 2 in MODES' terms: mode -> (group, own sequence excluded).
+PAPER_MODES = {
+    "batch": ("batch", False),
+    "global": ("batch", False),
+    "batch_excl": ("batch", True),
+    "same_sequence": ("sequence", False),
+    "same_speaker": ("speaker", False),
+    "same_speaker_excl": ("speaker", True),
+}
+
+
 def support(mode, a, valid):
-    """Set of flat indices allowed for an anchor in sequence ``a`` (slow, obvious)."""
+    """Set of flat indices allowed for an anchor in sequence ``a`` (slow, obvious), by the
+    mode's rule in MODES (so a mode added there is checked too)."""
+    group, exclude_own = MODES[mode]
     out = set()
     for s in range(C):
         for t in range(T):
             if not valid[s, t]:
                 continue
-            same_seq, same_spk = s == a, SPEAKER[s] == SPEAKER[a]
-            ok = {
-                "batch": True,
-                "global": True,
-                "batch_excl": not same_seq,
-                "same_sequence": same_seq,
-                "same_speaker": bool(same_spk),
-                "same_speaker_excl": bool(same_spk) and not same_seq,
-            }[mode]
-            if ok:
+            same_seq, same_spk = s == a, bool(SPEAKER[s] == SPEAKER[a])
+            in_group = {"batch": True, "sequence": same_seq, "speaker": same_spk}[group]
+            if in_group and not (exclude_own and same_seq):
                 out.add(s * T + t)
     return out
+
+
+def test_the_modes_are_the_papers_table():
+    assert {m: MODES[m] for m in PAPER_MODES} == PAPER_MODES
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -72,10 +84,42 @@ def test_speaker_modes_need_speakers():
 
 def test_excl_with_a_lonely_speaker_is_a_clear_error():
     sampler = NegativeSampler("same_speaker_excl", 4)
-    with pytest.raises(ValueError, match="speaker_groups"):
+    with pytest.raises(ValueError, match="speaker_groups with data.windows_per_speaker >= 2"):
         sampler.sample(
             torch.ones(3, 5, dtype=torch.bool), torch.tensor([0, 0, 1]), torch.arange(3), 2, 1
         )
+
+
+def data(**kw):
+    """A DataModule as the start-up check reads it (speakers, batch size, sampler)."""
+    return SimpleNamespace(**{"provides_speakers": True, "batch_size": 4, **kw})
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_check_refuses_data_whose_batches_cannot_hold_the_negatives(mode):
+    sampler = NegativeSampler(mode, 4)
+    group, exclude_own = MODES[mode]
+    grouped = data(sampler_name="speaker_groups", windows_per_speaker=2)
+    sampler.check(grouped)  # speakers, two sequences of each in every batch: every mode works
+    no_speakers = data(provides_speakers=False)
+    if group == "speaker":
+        with pytest.raises(ValueError, match=f"negatives={mode} needs speaker ids"):
+            sampler.check(no_speakers)
+    else:
+        sampler.check(no_speakers)
+    one = data(sampler_name="speaker_groups", windows_per_speaker=1)
+    if group == "speaker" and exclude_own:
+        with pytest.raises(ValueError, match="data.sampler=speaker_groups with data.windows_per"):
+            sampler.check(one)
+        with pytest.raises(ValueError, match="but data.sampler=uniform does not put"):
+            sampler.check(data(sampler_name="uniform"))
+    else:
+        sampler.check(one)
+    if group == "batch" and exclude_own:
+        with pytest.raises(ValueError, match="data.batch_size=1: use data.batch_size >= 2"):
+            sampler.check(data(batch_size=1))
+    elif group != "speaker":
+        sampler.check(data(batch_size=1))
 
 
 def test_bad_values_named():
@@ -83,3 +127,22 @@ def test_bad_values_named():
         NegativeSampler("nope")
     with pytest.raises(ValueError, match="num_negatives must be >= 1"):
         NegativeSampler("batch", 0)
+    for bad in (0, -1, 2.5, "8", True):
+        with pytest.raises(ValueError, match=rf"negatives.num_negatives={bad!r} must be an int"):
+            check_num_negatives(bad)
+    check_num_negatives(8)
+    check_num_negatives("all")
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_num_negatives_all_masks_exactly_the_support(mode):
+    """``num_negatives: all``: every valid frame of the mode's support, nothing drawn."""
+    valid = setup_valid()
+    sampler = NegativeSampler(mode, num_negatives="all")
+    anchors = torch.tensor([0, 2, 5])
+    mask = sampler.candidate_mask(valid, SPEAKER, anchors)
+    assert mask.shape == (3, C * T)
+    for row, a in zip(mask, anchors.tolist(), strict=True):
+        assert set(row.nonzero().flatten().tolist()) == support(mode, a, valid)
+    with pytest.raises(ValueError, match="candidate_mask"):
+        sampler.sample(valid, SPEAKER, anchors, 2, 1)

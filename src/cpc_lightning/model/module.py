@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cpc_lightning.model.encoders.audio import frame_mask
-from cpc_lightning.model.infonce import InfoNCEOutput, info_nce
+from cpc_lightning.model.infonce import InfoNCEOutput, info_nce, info_nce_all
 from cpc_lightning.model.layout import (
     check_direction,
     columns_to_grid,
@@ -69,6 +69,7 @@ class CPCModule(pl.LightningModule):
         directions: Sequence[str] = ("down",),
         temperature: float = 1.0,
         compile: bool = False,
+        all_anchors: bool = False,
     ) -> None:
         super().__init__()
         if prediction_steps != heads.num_steps:
@@ -90,6 +91,16 @@ class CPCModule(pl.LightningModule):
         self.score_temperature = self.temperature / float(getattr(heads, "score_factor", 1.0))
         self.compile_parts = bool(compile)
         self.steps = list(range(self.step_offset + 1, self.step_offset + self.prediction_steps + 1))
+        # False: anchors t < T - K_max for every k; True: every t with t + k < T, per k
+        self.all_anchors = bool(all_anchors)
+        self.context_per_direction = bool(getattr(context, "per_direction", False))
+        if self.context_per_direction:
+            missing = [d for d in self.directions if d not in context.directions]
+            if missing:
+                raise ValueError(
+                    f"context.per_direction=true has no network for direction(s) {missing}: "
+                    f"context.directions={list(context.directions)} must list model.directions"
+                )
 
     def configure_model(self) -> None:
         """``model.compile=true``: compile encoder and context in place (same state-dict keys)."""
@@ -176,7 +187,8 @@ class CPCModule(pl.LightningModule):
         for i, direction in enumerate(self.directions):
             zr = rotate_grid(z, direction)
             zs = grid_to_columns(zr)
-            cs = grid_to_columns(self.context(zr)) if grid_context else self.context(zs)
+            kw = {"direction": direction} if self.context_per_direction else {}
+            cs = grid_to_columns(self.context(zr, **kw)) if grid_context else self.context(zs)
             valid = torch.ones(zs.shape[:2], dtype=torch.bool, device=z.device)
             yield zs, cs, valid, None, i % self.heads.num_sets
 
@@ -200,25 +212,38 @@ class CPCModule(pl.LightningModule):
         speaker: torch.Tensor | None,
         head_set: int = 0,
     ) -> InfoNCEOutput:
-        """InfoNCE over sequences ``z`` ``(B, T, D)``, ``c`` ``(B, T, C)``, ``valid`` ``(B, T)``."""
+        """InfoNCE over sequences ``z`` ``(B, T, D)``, ``c`` ``(B, T, C)``, ``valid`` ``(B, T)``.
+
+        Anchors are ``t < Ta``: ``Ta = T - K_max`` for every k, or (``all_anchors``) ``Ta = T -
+        k_min`` with step k weighting out anchors whose ``t + k`` does not exist, so every k keeps
+        one score matmul. Negatives: N drawn indices, or (``num_negatives: all``) every
+        candidate the sampler's mask allows.
+        """
         b, t, _ = z.shape
         kmax = self.steps[-1]
-        ta = t - kmax
-        if ta < 1:
+        if t - kmax < 1:
             raise ValueError(
                 f"sequences of {t} steps are too short to predict {kmax} steps ahead: lengthen "
                 "data.window (audio) or reduce model.prediction_steps"
             )
+        ta = t - (self.steps[0] if self.all_anchors else kmax)
         k = len(self.steps)
         pred = self.heads(c[:, :ta], head_set).reshape(k, b * ta, -1)
         cand, cand_valid, cand_speaker, anchor_seqs = self._candidates(z, valid, speaker)
         steps = torch.tensor(self.steps, device=z.device)
         tt = torch.arange(ta, device=z.device)
         target_t = tt[None, :] + steps[:, None]  # (K, Ta)
+        exists = target_t < t  # all True unless all_anchors
+        target_t = target_t.clamp(max=t - 1)
         pos = (anchor_seqs[None, :, None] * t + target_t[:, None, :]).reshape(k, -1)
         weight = valid[None, :, :ta] & valid[:, target_t].permute(1, 0, 2)  # (K, B, Ta)
+        weight = (weight & exists[:, None, :]).reshape(k, -1)
+        if getattr(self.negatives, "use_all", False):
+            mask = self.negatives.candidate_mask(cand_valid, cand_speaker, anchor_seqs)
+            allowed = mask[:, None, :].expand(-1, ta, -1).reshape(b * ta, -1)  # (B * Ta, Nc)
+            return info_nce_all(pred, cand, pos, allowed, weight, self.score_temperature)
         neg = self.negatives.sample(cand_valid, cand_speaker, anchor_seqs, ta, k)
-        return info_nce(pred, cand, pos, neg, weight.reshape(k, -1), self.score_temperature)
+        return info_nce(pred, cand, pos, neg, weight, self.score_temperature)
 
     def loss_and_context(self, batch: dict[str, torch.Tensor]) -> tuple[InfoNCEOutput, Any]:
         """The InfoNCE outputs averaged over sequence sets (one per image direction), and the

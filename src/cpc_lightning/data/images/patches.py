@@ -1,24 +1,34 @@
-"""Images -> grids of overlapping patches (CPC v1/v2): cutting, per-patch augmentation, dataset.
+"""Images -> grids of overlapping patches (CPC v1/v2): cutting, augmentation, dataset.
 
 The grid is cut with ``Tensor.unfold``; CPC v2 per-patch augmentation (``augment: v2``) is applied
-to all patches of an image at once by ``PatchAugment``.
+to all patches of an image at once by ``PatchAugment``. Whole-image colour augmentations
+(``colour_jitter``, ``grayscale``: CPC v2, lightning-bolts) run on the cropped image before it is
+normalised and cut (:func:`make_image_augment`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from cpc_lightning.data.images.sources import ArraySource, FolderSource
 from cpc_lightning.data.resumable import seed_of
 
 AUGMENT_MODES = ("none", "v2")
+#: Whole-image augmentations ``data.augment`` may add, with their ``data.augment_params`` defaults
+#: (lightning-bolts' CPC v2 transforms): a colour jitter applied with probability p, grayscale
+#: with probability p.
+IMAGE_AUGMENTS: dict[str, dict[str, float]] = {
+    "colour_jitter": {"p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.2},
+    "grayscale": {"p": 0.25},
+}
 
 
 def grid_size(image_size: int, patch_size: int, stride: int) -> int:
@@ -83,11 +93,49 @@ class PatchAugment:
         return x.reshape(shape)
 
 
-def make_patch_augment(augment: str) -> PatchAugment | None:
-    """``"v2"`` -> ``PatchAugment()``, ``"none"`` -> None."""
-    if augment not in AUGMENT_MODES:
-        raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
-    return PatchAugment() if augment == "v2" else None
+def augment_names(augment: str | Sequence[str] | None) -> list[str]:
+    """``data.augment`` (``none``, ``v2`` or a list of names) -> the names, checked."""
+    names = ["none"] if augment is None else [augment] if isinstance(augment, str) else augment
+    names = [str(n) for n in names]
+    known = (*AUGMENT_MODES, *IMAGE_AUGMENTS)
+    unknown = [n for n in names if n not in known]
+    if unknown or (len(names) > 1 and "none" in names):
+        raise ValueError(
+            f"augment must be one of {AUGMENT_MODES} or a list of {known[1:]}, got {augment!r}"
+        )
+    return [n for n in names if n != "none"]
+
+
+def make_patch_augment(augment: str | Sequence[str] | None) -> PatchAugment | None:
+    """``"v2"`` (or a list naming it) -> ``PatchAugment()``, otherwise None."""
+    return PatchAugment() if "v2" in augment_names(augment) else None
+
+
+def make_image_augment(
+    augment: str | Sequence[str] | None,
+    params: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[Callable]:
+    """Whole-image transforms (torchvision v2, on the cropped PIL image, before normalisation) for
+    the ``IMAGE_AUGMENTS`` named in ``augment``, in its order; ``params`` overrides their
+    defaults. Empty when none is named, so a training transform without them is unchanged."""
+    params = params or {}
+    out: list[Callable] = []
+    for name in augment_names(augment):
+        if name not in IMAGE_AUGMENTS:
+            continue
+        kw = {**IMAGE_AUGMENTS[name], **dict(params.get(name) or {})}
+        bad = sorted(set(kw) - set(IMAGE_AUGMENTS[name]))
+        if bad or not 0.0 <= float(kw["p"]) <= 1.0:
+            raise ValueError(
+                f"data.augment_params.{name}: keys {sorted(IMAGE_AUGMENTS[name])} with p in "
+                f"[0, 1], got {dict(params.get(name) or {})}"
+            )
+        p = float(kw.pop("p"))
+        if name == "grayscale":
+            out.append(v2.RandomGrayscale(p=p))
+        else:
+            out.append(v2.RandomApply([v2.ColorJitter(**{k: float(v) for k, v in kw.items()})], p))
+    return out
 
 
 class PatchGridDataset(Dataset):

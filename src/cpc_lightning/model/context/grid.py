@@ -7,9 +7,14 @@ exactly the masked convolution without multiplying by zeros. The current row sta
 (c[i] summarises z rows <= i; the CPC heads predict rows below it).
 
 Reach: ``num_layers * (kernel_size // 2)`` rows up and columns to each side.
+
+``per_direction=True`` (CPC v2): one such network per prediction direction, each run on the grid
+rotated so that its direction points down; ``forward(z, direction)`` picks it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,6 +66,10 @@ class MaskedConvContext(nn.Module):
     1x1 input projection to ``hidden_dim`` (default ``out_dim``), ``num_layers`` residual
     blocks each with one row-causal ``kernel_size`` x ``kernel_size`` convolution (optionally
     preceded by a per-position channel LayerNorm), then a 1x1 output projection.
+
+    ``per_direction=True``: no network of its own but one per name in ``directions`` (``nets``,
+    each a shared-mode ``MaskedConvContext``); ``direction=None`` picks ``down`` (the feature
+    path's orientation), else the first direction.
     """
 
     grid = True
@@ -73,6 +82,8 @@ class MaskedConvContext(nn.Module):
         kernel_size: int = 3,
         hidden_dim: int | None = None,
         norm: bool = True,
+        per_direction: bool = False,
+        directions: Sequence[str] = ("down",),
     ):
         super().__init__()
         if num_layers < 1:
@@ -82,6 +93,14 @@ class MaskedConvContext(nn.Module):
         self.out_dim = int(out_dim)
         self.num_layers = int(num_layers)
         self.kernel_size = int(kernel_size)
+        self.per_direction = bool(per_direction)
+        self.directions = list(directions) if self.per_direction else []
+        if self.per_direction:
+            if not self.directions or len(set(self.directions)) != len(self.directions):
+                raise ValueError(f"context.directions={self.directions} must be distinct names")
+            args = (in_dim, out_dim, num_layers, kernel_size, hidden_dim, norm)
+            self.nets = nn.ModuleDict({d: MaskedConvContext(*args) for d in self.directions})
+            return
         self.inp = nn.Conv2d(self.in_dim, hidden, 1)
         self.blocks = nn.Sequential(
             *(_ResidualBlock(hidden, self.kernel_size, norm) for _ in range(self.num_layers))
@@ -93,17 +112,31 @@ class MaskedConvContext(nn.Module):
         """Rows up (and columns to each side) that one output position sees."""
         return self.num_layers * (self.kernel_size // 2)
 
+    def net(self, direction: str | None = None) -> MaskedConvContext:
+        """The network of ``direction`` (itself when shared by all directions)."""
+        if not self.per_direction:
+            return self
+        if direction is None:
+            direction = "down" if "down" in self.nets else self.directions[0]
+        if direction not in self.nets:
+            raise ValueError(f"no context network for direction {direction!r}: {self.directions}")
+        return self.nets[direction]
+
     def _input(self, z: Tensor) -> Tensor:
         if z.dim() != 4 or z.shape[-1] != self.in_dim:
             raise ValueError(f"expected z of shape (B, H, W, {self.in_dim}), got {tuple(z.shape)}")
         return self.inp(z.permute(0, 3, 1, 2))
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, direction: str | None = None) -> Tensor:
         """(B, H, W, in_dim) -> (B, H, W, out_dim); c[:, i] depends on z[:, :i+1] only."""
+        if self.per_direction:
+            return self.net(direction)(z)
         return self.out(self.blocks(self._input(z))).permute(0, 2, 3, 1)
 
-    def hidden_states(self, z: Tensor) -> list[Tensor]:
+    def hidden_states(self, z: Tensor, direction: str | None = None) -> list[Tensor]:
         """Each residual block's output (B, H, W, hidden), then c (B, H, W, out_dim)."""
+        if self.per_direction:
+            return self.net(direction).hidden_states(z)
         h = self._input(z)
         out = []
         for block in self.blocks:
