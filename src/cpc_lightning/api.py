@@ -25,7 +25,9 @@ from torch import nn
 
 from cpc_lightning.data.audio.reader import resample
 from cpc_lightning.errors import UserError
+from cpc_lightning.interop.run_dir import convert_cpc_audio
 from cpc_lightning.model.module import CPCModule
+from cpc_lightning.runs import open_run
 
 Waveforms = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
@@ -149,17 +151,13 @@ def _is_cpc_audio(path: Path) -> bool:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """A :class:`FeatureExtractor` from a run dir (its ``last.ckpt``), a ``.ckpt`` file in one,
+    """A :class:`FeatureExtractor` from a run dir (its last checkpoint), a ``.ckpt`` file in one,
     or a CPC_audio checkpoint (a ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file),
     converted in memory. Bad paths raise :class:`~cpc_lightning.errors.UserError`."""
-    from cpc_lightning.runs import open_run
-
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise UserError(f"cpc_lightning.load: {p} does not exist")
     if _is_cpc_audio(p):
-        from cpc_lightning.interop.run_dir import convert_cpc_audio
-
         converted = convert_cpc_audio(p)
         model, cfg = converted.model, converted.config
         source = {"converted_from": str(converted.source.source)}

@@ -5,18 +5,39 @@ Shared by the ``train``, ``evaluate`` and ``extract`` entry points (none imports
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cpc_lightning.errors import check_config, user_errors
+from cpc_lightning.data.audio.settings import loader_keys
+from cpc_lightning.data.audio.streaming import StreamingAudioDataModule
+from cpc_lightning.errors import UserError, user_errors
+from cpc_lightning.model.checks import check_data, check_model_config
 from cpc_lightning.model.module import CPCModule
 
 
+def _refuse(check: Callable[..., None], *args: Any) -> None:
+    """Run a start-up check of ``model/checks.py``; its ``ValueError`` is a :class:`UserError`
+    with the same message."""
+    try:
+        check(*args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def check_data_fits_model(model: CPCModule, datamodule: Any) -> None:
+    """Refuse at start-up, as one :class:`UserError`, data the model cannot train on (modality,
+    window, grid, heads' ``max_len``, the negatives' speakers and batches:
+    :func:`~cpc_lightning.model.checks.check_data`)."""
+    _refuse(check_data, model, datamodule)
+
+
 def build_parts(cfg: DictConfig, num_sets: int | None = None) -> dict[str, Any]:
-    """Instantiate encoder, context, heads and negative sampler from ``cfg``."""
-    check_config(cfg)
+    """Instantiate encoder, context, heads and negative sampler from ``cfg`` (its model values
+    checked first, :func:`~cpc_lightning.model.checks.check_model_config`)."""
+    _refuse(check_model_config, cfg)
     parts: dict[str, Any] = {}
     with user_errors("encoder"):
         parts["encoder"] = instantiate(cfg.encoder)
@@ -31,22 +52,14 @@ def build_parts(cfg: DictConfig, num_sets: int | None = None) -> dict[str, Any]:
     return parts
 
 
-#: Keys of an audio data config that the streaming DataModule takes (the rest, the layout's, were
-#: applied by ``prepare``).
-STREAMING_KEYS = (
-    "root", "sample_rate", "window", "windows_per_utterance", "short", "batch_size",
-    "num_workers", "sampler", "seed", "cache_dir", "augment", "augment_params", "drop_last",
-)  # fmt: skip
-
-
 def build_datamodule(data: DictConfig) -> Any:
-    """The DataModule of ``cfg.data``; ``data.streaming=true``: read prepared shards instead."""
+    """The DataModule of ``cfg.data``; ``data.streaming=true``: read prepared shards instead,
+    with ``data.root`` and every loader key (the layout's keys were applied by ``prepare``)."""
     with user_errors("data"):
         if not data.get("streaming", False):
             return instantiate(data)
-        from cpc_lightning.data.audio.streaming import StreamingAudioDataModule
-
-        return StreamingAudioDataModule(**{k: data[k] for k in STREAMING_KEYS if k in data})
+        keys = ("root", *loader_keys())
+        return StreamingAudioDataModule(**{k: data[k] for k in keys if k in data})
 
 
 def build_model(cfg: DictConfig) -> CPCModule:
@@ -64,4 +77,5 @@ def build_model(cfg: DictConfig) -> CPCModule:
             directions=list(cfg.model.get("directions", ["down"])),
             temperature=cfg.model.get("temperature", 1.0),
             compile=bool(cfg.model.get("compile", False)),
+            all_anchors=bool(cfg.model.get("all_anchors", False)),
         )

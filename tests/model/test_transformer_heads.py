@@ -99,7 +99,8 @@ def test_transformer_heads_train():
 def test_a_window_with_more_anchors_than_max_len_stops_at_start_up():
     from types import SimpleNamespace
 
-    from cpc_lightning.errors import UserError, check_data_fits_model
+    from cpc_lightning.build import check_data_fits_model
+    from cpc_lightning.errors import UserError
 
     m = module(TransformerHeads(16, 16, 2, max_len=10, ff_dim=32, num_heads=4))
     data = SimpleNamespace(modality="audio", window=3200, provides_speakers=False)

@@ -3,7 +3,8 @@
 Every heads module (``heads=linear`` here, ``heads=transformer`` in
 :mod:`cpc_lightning.model.transformer_heads`) maps ``c`` ``(..., in_dim)`` to predictions
 ``(K, ..., out_dim)`` and declares ``num_steps``, ``num_sets`` and ``score_factor``: InfoNCE
-scores are ``score_factor * z^T pred_k`` (before the temperature).
+scores are ``score_factor * z^T pred_k`` (before the temperature). Heads that support a bounded
+number of anchors per sequence declare it as ``max_len`` (:func:`check_anchors`, at start-up).
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ def score_factor(score_scale: str, dim: int) -> float:
     if score_scale not in SCORE_SCALES:
         raise ValueError(f"heads.score_scale={score_scale!r} must be one of {SCORE_SCALES}")
     return 1.0 / dim if score_scale == "dim" else 1.0
+
+
+def check_anchors(heads: nn.Module, num_anchors: int, window: int) -> None:
+    """Raise ValueError if ``heads`` supports fewer anchors per sequence (its optional
+    ``max_len``; None or absent: any number) than the ``num_anchors`` that training windows of
+    ``window`` samples give."""
+    max_len = getattr(heads, "max_len", None)
+    if max_len is not None and num_anchors > max_len:
+        raise ValueError(
+            f"data.window={window} samples gives {num_anchors} anchors per sequence, but the "
+            f"prediction heads learned relative positions for heads.max_len={max_len}: raise "
+            "heads.max_len or lower data.window"
+        )
 
 
 class PredictionHeads(nn.Module):

@@ -5,11 +5,12 @@
   only ever sees a complete file.
 - :class:`AtomicModelCheckpoint`: Lightning's ``ModelCheckpoint`` saving through that path, and
   publishing a checkpoint only once the log rows of its step are on disk.
-- :func:`save_final_checkpoint`: ``last.ckpt`` at the last step when the callback wrote none.
+- :func:`save_final_checkpoint`: the last checkpoint at the last step when the callback wrote
+  none.
 
 No checkpoint is written from non-finite weights, nor while the divergence guard is skipping
 steps (``training/guard.py``), and file names never get Lightning's ``-v1`` versions: one
-``last.ckpt``, replaced in place.
+last checkpoint (``RunDir.last_checkpoint``), replaced in place.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
 from cpc_lightning.training.final_step import reached_max_steps
-from cpc_lightning.training.guard import find_guard, weights_finite
+from cpc_lightning.training.finite import steps_being_skipped, weights_finite
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def atomic_save_checkpoint(
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files (``last.ckpt`` included) are replaced atomically.
+    """``ModelCheckpoint`` whose files (the last checkpoint included) are replaced atomically.
 
     The checkpoint of step ``N`` is written (staged) where Lightning saves it, at the end of step
     ``N``, and moved into place when step ``N + 1`` starts (or training ends), after step ``N``'s
@@ -105,8 +106,8 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     _staged: list[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # A re-run in the same dir replaces last.ckpt (atomically) instead of writing last-v1.ckpt
-        # beside a stale one that `evaluate run_dir=...` would then read.
+        # A re-run in the same dir replaces the last checkpoint (atomically) instead of writing a
+        # `-v1` version beside a stale one that `evaluate run_dir=...` would then read.
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
 
@@ -117,8 +118,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _should_skip_saving_checkpoint(self, trainer: pl.Trainer) -> bool:
         """Also skip while the divergence guard is skipping steps (a suspect state)."""
-        guard = find_guard(trainer)
-        return super()._should_skip_saving_checkpoint(trainer) or bool(guard and guard.in_streak)
+        return super()._should_skip_saving_checkpoint(trainer) or steps_being_skipped(trainer)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if not weights_finite(trainer, trainer.lightning_module):
@@ -166,7 +166,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Save as usual; at ``max_steps`` also ``last.ckpt`` (in the same loop state as the
+        """Save as usual; at ``max_steps`` also the last checkpoint (in the same loop state as the
         periodic saves: one saved after ``fit`` returns resumes with shifted logger steps)."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if (

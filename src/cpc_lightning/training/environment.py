@@ -1,7 +1,8 @@
 """What a run ran on: code version, library versions, device, and the CPU precision choice.
 
-:func:`run_environment` goes into ``result.json`` and every logger's hyperparameters;
-:func:`choose_precision` resolves ``trainer.precision=auto`` (``trainer=cpu``) and logs why.
+:func:`run_environment` goes into the run's result file (``RunDir.result``) and every logger's
+hyperparameters; :func:`choose_precision` resolves ``trainer.precision=auto`` (``trainer=cpu``)
+and logs why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 log = logging.getLogger("cpc_lightning.train")
@@ -119,9 +121,7 @@ def device_info(trainer: Any) -> dict[str, Any]:
 
 def run_environment(trainer: Any) -> dict[str, Any]:
     """Code version, Python/torch/Lightning versions, the device and torch's intra-op thread
-    count, for ``result.json``."""
-    import pytorch_lightning as pl
-
+    count, for the run's result file."""
     return {
         "code": code_version(),
         "python": platform.python_version(),

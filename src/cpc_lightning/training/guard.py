@@ -4,10 +4,11 @@ Each optimizer step, :class:`DivergenceGuard` looks at the loss of the step's ba
 and at the gradients. If either is non-finite on any DDP rank, every rank skips the step
 together (gradients dropped, weights and optimizer state unchanged); the skip is counted
 (``guard/skipped_steps`` in the logs) and warned about. ``max_consecutive`` skips in a row stop
-the run: the finite weights are written to ``last.ckpt`` and :class:`TrainingDiverged` names the
-step, the checkpoints and the usual fixes (the entry point prints it as one line, exit code 2).
+the run: the finite weights are written to the last checkpoint (``RunDir.last_checkpoint``) and
+:class:`TrainingDiverged` names the step, the checkpoints and the usual fixes (the entry point
+prints it as one line, exit code 2).
 While steps are being skipped no checkpoint is written, and no checkpoint is ever written from
-non-finite weights (:func:`weights_finite`, used by ``AtomicModelCheckpoint``).
+non-finite weights (``training/finite.weights_finite``, used by ``AtomicModelCheckpoint``).
 
 Under ``16-mixed`` the GradScaler already skips steps whose gradients overflow and lowers its
 scale: those are routine, not divergence, and are not counted; only a non-finite loss is. A loss
@@ -30,6 +31,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from cpc_lightning.errors import UserError
+from cpc_lightning.run_dir import last_checkpoint_in
+from cpc_lightning.training.checkpoint_files import newest_intact_checkpoint
+from cpc_lightning.training.checkpointing import atomic_save_checkpoint
+from cpc_lightning.training.finite import tensors_finite, weights_finite
 
 log = logging.getLogger("cpc_lightning.guard")
 
@@ -41,33 +46,6 @@ FIXES = (
 
 class TrainingDiverged(UserError):
     """The loss or the gradients stayed non-finite for ``max_consecutive`` steps."""
-
-
-def tensors_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every element of every tensor is finite (one reduction per device, one sync)."""
-    if not tensors:
-        return True
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for t in tensors:
-        by_device.setdefault(t.device, []).append(t.detach())
-    for group in by_device.values():
-        # inf-norm = max |x|: inf for an inf anywhere, NaN for a NaN anywhere
-        norms = torch._foreach_norm(group, float("inf"))
-        if not bool(torch.isfinite(torch.stack(norms)).all()):
-            return False
-    return True
-
-
-def weights_finite(trainer: pl.Trainer, module: torch.nn.Module) -> bool:
-    """Whether every parameter and floating buffer of ``module`` is finite, on every rank."""
-    tensors = [p for p in module.parameters()]
-    tensors += [b for b in module.buffers() if b.is_floating_point()]
-    return not trainer.strategy.reduce_boolean_decision(not tensors_finite(tensors), all=False)
-
-
-def find_guard(trainer: pl.Trainer) -> DivergenceGuard | None:
-    """The trainer's :class:`DivergenceGuard`, if it has one."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard)), None)
 
 
 def _grad_scaler(trainer: pl.Trainer) -> Any:
@@ -226,17 +204,15 @@ class DivergenceGuard(Callback):
             self._history.append(value)
 
     def _stop(self, trainer: pl.Trainer, step: int) -> None:
-        from cpc_lightning.runs import newest_intact_checkpoint
-        from cpc_lightning.training.checkpointing import atomic_save_checkpoint
-
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
         first = self.first_bad_step if self.first_bad_step is not None else step
         saved = ""
         if folder is not None and weights_finite(trainer, trainer.lightning_module):
-            atomic_save_checkpoint(trainer, folder / "last.ckpt")
+            last = last_checkpoint_in(folder)
+            atomic_save_checkpoint(trainer, last)
             saved = (
-                f"; {folder / 'last.ckpt'} now holds the weights of step {first} (finite: the "
+                f"; {last} now holds the weights of step {first} (finite: the "
                 "skipped steps left them unchanged)"
             )
         before = newest_intact_checkpoint(folder, before_step=first) if folder else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from cpc_lightning.errors import UserError
 
@@ -69,7 +70,6 @@ def logger_kwargs(
     # for a run given both an id and resume: each process gets its own offline run.)
     if node.get("id") is None and mode != "offline":
         import wandb
-        from pytorch_lightning.utilities import rank_zero_only
 
         id_file = out_dir / "wandb_run_id.txt"
         if resuming and id_file.is_file():

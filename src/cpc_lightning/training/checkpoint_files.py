@@ -1,0 +1,79 @@
+"""Reading checkpoint files: what is wrong with one, and the newest intact one in a folder.
+
+Shared by ``runs`` (resume, ``evaluate``/``extract``), ``training/rerun.py`` and the divergence
+guard. Imports nothing of cpc_lightning (a leaf: every layer may use it without a circle).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: What a checkpoint must hold to resume training (Lightning's full training state).
+TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
+
+
+def load_checkpoint(path: Path, mmap: bool) -> Any:
+    """``torch.load`` of ``path`` on the CPU (memory-mapped if ``mmap`` and the format allows)."""
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # noqa: BLE001 - legacy format or damaged: a plain load tells which
+            pass
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_error_problem(err: BaseException) -> str:
+    """What a failure to load a checkpoint says about the file (for a message)."""
+    text = str(err)
+    if isinstance(err, PermissionError):
+        return "cannot be read (permission denied)"
+    if isinstance(err, (EOFError, OSError)) or any(
+        s in text for s in ("central directory", "PytorchStreamReader", "unexpected EOF")
+    ):
+        return "is truncated or damaged (not a complete checkpoint archive; an interrupted copy?)"
+    if isinstance(err, (pickle.UnpicklingError, ValueError, UnicodeDecodeError)):
+        return "is not a checkpoint (its content is not a torch-saved file)"
+    return f"cannot be read ({type(err).__name__})"
+
+
+def checkpoint_problem(path: Path, keys: tuple[str, ...] = ("state_dict",)) -> str | None:
+    """What is wrong with checkpoint ``path`` (None: it loads and holds ``keys``)."""
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the answer
+        return load_error_problem(err)
+    if not isinstance(state, dict):
+        return f"is a torch file but not a checkpoint (it holds a {type(state).__name__})"
+    missing = [k for k in keys if k not in state]
+    if "converted_from" in state:  # `convert` writes a step-0 start: no loop state by design
+        missing = [k for k in missing if k != "loops"]
+    if missing:
+        return f"is not a full training checkpoint (no {', '.join(missing)})"
+    return None
+
+
+def newest_intact_checkpoint(
+    folder: Path, exclude: Path | None = None, before_step: int | None = None
+) -> tuple[Path, int] | None:
+    """The checkpoint in ``folder`` with the highest global step (below ``before_step``) among
+    those that load as training checkpoints, with that step; None if there is none."""
+    best: tuple[int, int, Path] | None = None
+    for path in Path(folder).glob("*.ckpt"):
+        if path == exclude or checkpoint_problem(path, TRAINING_KEYS) is not None:
+            continue
+        step = int(load_checkpoint(path, mmap=True).get("global_step", -1))
+        if before_step is not None and step >= before_step:
+            continue
+        key = (step, path.stat().st_mtime_ns, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else (best[2], best[0])
+
+
+def checkpoint_global_step(path: Path) -> int | None:
+    """The global step a (readable) checkpoint was written at."""
+    step = load_checkpoint(path, mmap=True).get("global_step")
+    return None if step is None else int(step)
