@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cpc_lightning.errors import UserError, exit_with
+from cpc_lightning.cli import entry_point
+from cpc_lightning.errors import UserError
 from cpc_lightning.interop.run_dir import convert_cpc_audio, write_run_dir
 
 log = logging.getLogger("cpc_lightning.convert")
@@ -53,13 +53,10 @@ def convert(cfg: DictConfig, overrides: list[str]) -> Path:
     return out
 
 
-@hydra.main(config_path="conf", config_name="convert", version_base="1.3")
+@entry_point("cpc_lightning.convert", "convert")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
-        convert(cfg, train_overrides(list(HydraConfig.get().overrides.task)))
-    except UserError as exc:
-        exit_with("cpc_lightning.convert", exc)
+    convert(cfg, train_overrides(list(HydraConfig.get().overrides.task)))
 
 
 if __name__ == "__main__":

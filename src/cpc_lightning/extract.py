@@ -16,17 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cpc_lightning.errors import UserError, check_overrides, exit_with, user_errors
+from cpc_lightning.cli import entry_point
+from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
@@ -207,15 +206,11 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(config_path="conf", config_name="extract", version_base="1.3")
+@entry_point("cpc_lightning.extract", "extract")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
-        extract(cfg)
-    except UserError as exc:
-        exit_with("cpc_lightning.extract", exc)
+    extract(cfg)
 
 
 if __name__ == "__main__":
-    check_overrides("cpc_lightning.extract", sys.argv[1:])
     main()

@@ -1,7 +1,7 @@
 """``python -m cpc_lightning.prepare data=<audio option> out=<dir or URL>``: streaming shards.
 
 Reads the corpus once with the file-based DataModule of ``data`` (its layout, labels, split and
-resampling), then writes it with litdata (:mod:`cpc_lightning.data.audio.streaming`). Train from
+resampling), then writes it with litdata (:mod:`cpc_lightning.data.audio.shards`). Train from
 it with ``data=<same option> data.streaming=true data.root=<out>``.
 """
 
@@ -11,12 +11,13 @@ import logging
 import time
 from typing import Any
 
-import hydra
-from hydra.utils import instantiate
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from cpc_lightning.data.audio.streaming import is_url, require_litdata, write_shards
-from cpc_lightning.errors import UserError, exit_with, user_errors
+from cpc_lightning.build import build_datamodule
+from cpc_lightning.cli import entry_point
+from cpc_lightning.data.audio.shards import is_url, require_litdata, write_shards
+from cpc_lightning.errors import UserError, user_errors
 
 log = logging.getLogger("cpc_lightning.prepare")
 
@@ -30,9 +31,9 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.get("streaming"):
         raise UserError("data.streaming=true: prepare reads the original files; drop it here")
     require_litdata()
-    out = str(cfg.out) if is_url(str(cfg.out)) else hydra.utils.to_absolute_path(str(cfg.out))
+    out = str(cfg.out) if is_url(str(cfg.out)) else to_absolute_path(str(cfg.out))
+    datamodule = build_datamodule(cfg.data)  # the file-based one: streaming is refused above
     with user_errors("data"):
-        datamodule = instantiate(cfg.data)
         if getattr(datamodule, "modality", None) != "audio":
             raise UserError(f"data={type(datamodule).__name__}: prepare writes audio corpora only")
         datamodule.prepare_data()
@@ -61,13 +62,10 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     return manifest
 
 
-@hydra.main(config_path="conf", config_name="prepare", version_base="1.3")
+@entry_point("cpc_lightning.prepare", "prepare")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; a configuration or data mistake exits with code 2."""
-    try:
-        prepare(cfg)
-    except UserError as exc:
-        exit_with("cpc_lightning.prepare", exc)
+    prepare(cfg)
 
 
 if __name__ == "__main__":

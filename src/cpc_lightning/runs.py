@@ -1,31 +1,37 @@
 """A training run dir: its saved config, its checkpoints, resuming it. The one place that
-validates a run dir.
+validates a run dir and rebuilds its model.
 
-A run dir (Hydra's output dir of ``python -m cpc_lightning.train``) holds ``.hydra/config.yaml``,
-``config_resolved.yaml``, ``checkpoints/`` (``last.ckpt`` and step files), ``metrics.csv`` and
-``result.json``. That folder alone rebuilds and evaluates the model. Configs written by older
-releases are upgraded on load (:func:`upgrade_config`).
+A run dir (Hydra's output dir of ``python -m cpc_lightning.train``; its files are named by
+:class:`cpc_lightning.run_dir.RunDir`, re-exported here) alone rebuilds and evaluates the model.
+Configs written by older releases are upgraded on load (:func:`upgrade_config`).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_datamodule, build_model
 from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.model.module import CPCModule
+from cpc_lightning.run_dir import HYDRA_CONFIG, LAST_CHECKPOINT, RESOLVED_CONFIG, RunDir
+from cpc_lightning.training.checkpoint_files import (
+    TRAINING_KEYS,
+    checkpoint_problem,
+    load_checkpoint,
+    load_error_problem,
+    newest_intact_checkpoint,
+)
+from cpc_lightning.training.checkpoint_files import (  # re-exported for train.py
+    checkpoint_global_step as checkpoint_global_step,
+)
 
 log = logging.getLogger(__name__)
-
-RESOLVED_CONFIG = "config_resolved.yaml"
 
 #: ``_target_`` paths of release 0.1 (flat package) -> today's.
 LEGACY_TARGETS = {
@@ -114,94 +120,28 @@ def upgrade_config(cfg: DictConfig) -> DictConfig:
 
 def load_run_config(run_dir: Path) -> DictConfig:
     """The resolved training config saved in a run dir, in today's names."""
-    for name in (RESOLVED_CONFIG, ".hydra/config.yaml"):
-        path = run_dir / name
+    for path in RunDir(run_dir).config_files():
         if path.is_file():
             return upgrade_config(OmegaConf.load(path))
     raise UserError(
         f"{run_dir} is not a training run dir: it has neither {RESOLVED_CONFIG} nor "
-        ".hydra/config.yaml (point run_dir at a directory written by cpc_lightning.train)"
+        f"{HYDRA_CONFIG} (point run_dir at a directory written by cpc_lightning.train)"
     )
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """``last.ckpt`` of a run dir (or the newest checkpoint there)."""
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    """The last checkpoint of a run dir (or the newest checkpoint there)."""
+    run = RunDir(run_dir)
+    ckpt_dir, last = run.checkpoints, run.last_checkpoint
     if last.is_file():
         return last
     found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise UserError(
-            f"no checkpoint in {ckpt_dir}: train with callbacks=default (it writes last.ckpt) "
-            "or pass checkpoint=<file>"
+            f"no checkpoint in {ckpt_dir}: train with callbacks=default (it writes "
+            f"{LAST_CHECKPOINT}) or pass checkpoint=<file>"
         )
     return found[-1]
-
-
-#: What a checkpoint must hold to resume training (Lightning's full training state).
-TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
-
-
-def _load(path: Path, mmap: bool) -> Any:
-    if mmap:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception:  # noqa: BLE001 - legacy format or damaged: a plain load tells which
-            pass
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _what_is_wrong(err: BaseException) -> str:
-    text = str(err)
-    if isinstance(err, PermissionError):
-        return "cannot be read (permission denied)"
-    if isinstance(err, (EOFError, OSError)) or any(
-        s in text for s in ("central directory", "PytorchStreamReader", "unexpected EOF")
-    ):
-        return "is truncated or damaged (not a complete checkpoint archive; an interrupted copy?)"
-    if isinstance(err, (pickle.UnpicklingError, ValueError, UnicodeDecodeError)):
-        return "is not a checkpoint (its content is not a torch-saved file)"
-    return f"cannot be read ({type(err).__name__})"
-
-
-def checkpoint_problem(path: Path, keys: tuple[str, ...] = ("state_dict",)) -> str | None:
-    """What is wrong with checkpoint ``path`` (None: it loads and holds ``keys``)."""
-    try:
-        state = _load(path, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any failure to load is the answer
-        return _what_is_wrong(err)
-    if not isinstance(state, dict):
-        return f"is a torch file but not a checkpoint (it holds a {type(state).__name__})"
-    missing = [k for k in keys if k not in state]
-    if "converted_from" in state:  # `convert` writes a step-0 start: no loop state by design
-        missing = [k for k in missing if k != "loops"]
-    if missing:
-        return f"is not a full training checkpoint (no {', '.join(missing)})"
-    return None
-
-
-def newest_intact_checkpoint(
-    folder: Path, exclude: Path | None = None, before_step: int | None = None
-) -> tuple[Path, int] | None:
-    """The checkpoint in ``folder`` with the highest global step (below ``before_step``) among
-    those that load as training checkpoints, with that step; None if there is none."""
-    best: tuple[int, int, Path] | None = None
-    for path in Path(folder).glob("*.ckpt"):
-        if path == exclude or checkpoint_problem(path, TRAINING_KEYS) is not None:
-            continue
-        step = int(_load(path, mmap=True).get("global_step", -1))
-        if before_step is not None and step >= before_step:
-            continue
-        key = (step, path.stat().st_mtime_ns, path)
-        best = key if best is None or key[:2] > best[:2] else best
-    return None if best is None else (best[2], best[0])
-
-
-def checkpoint_global_step(path: Path) -> int | None:
-    """The global step a (readable) checkpoint was written at."""
-    step = _load(path, mmap=True).get("global_step")
-    return None if step is None else int(step)
 
 
 def corrupt_checkpoint_error(key: str, path: Path, problem: str) -> UserError:
@@ -221,9 +161,9 @@ def read_checkpoint(path: Path, key: str = "checkpoint") -> dict[str, Any]:
     """A checkpoint file's content (CPU tensors); a damaged file is a :class:`UserError` naming
     the newest intact checkpoint beside it (``key``: the override that selects a checkpoint)."""
     try:
-        state = _load(path, mmap=False)
+        state = load_checkpoint(path, mmap=False)
     except Exception as err:  # noqa: BLE001 - any failure to load is a damaged file
-        raise corrupt_checkpoint_error(key, path, _what_is_wrong(err)) from err
+        raise corrupt_checkpoint_error(key, path, load_error_problem(err)) from err
     if not isinstance(state, dict) or "state_dict" not in state:
         raise corrupt_checkpoint_error(key, path, "holds no model weights ('state_dict')")
     return state
@@ -264,7 +204,7 @@ def open_run(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
     if run_dir:
         root = Path(run_dir).expanduser().resolve()
     elif ckpt is not None:
-        root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        root = RunDir.of_checkpoint(ckpt).root
     else:
         raise UserError("give run_dir=<training run dir> or checkpoint=<file>")
     if not root.is_dir():
@@ -312,9 +252,9 @@ def weights_tag(path: Path | None) -> str | None:
 # ------------------------------------------------------------------------------------ resume
 def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     """The checkpoint ``fit`` starts from: ``ckpt_path`` (a file or ``last``); with ``resume``
-    or ``auto_resume`` and no ``ckpt_path``, ``last.ckpt`` of the run dir when it exists. A damaged
-    checkpoint is refused, naming the newest intact one in its folder."""
-    last = out_dir / "checkpoints" / "last.ckpt"
+    or ``auto_resume`` and no ``ckpt_path``, the run dir's last checkpoint when it exists. A
+    damaged checkpoint is refused, naming the newest intact one in its folder."""
+    last = RunDir(out_dir).last_checkpoint
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None and cfg.get("resume"):
         if not last.is_file():
@@ -349,7 +289,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     resolved node at ``key``; overrides of global groups (``experiment=...``) are not applied.
     """
     run_dir = Path(str(cfg.resume))
-    if not (run_dir / RESOLVED_CONFIG).is_file():
+    if not RunDir(run_dir).config_resolved.is_file():
         raise UserError(f"resume={run_dir}: no {RESOLVED_CONFIG} there (not a training run dir)")
     here = Path(HydraConfig.get().runtime.output_dir).resolve()
     base = load_run_config(run_dir)
@@ -370,10 +310,9 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.update(base, key, value, merge=False, force_add=True)
     base.resume = str(run_dir)
     base.ckpt_path = cfg.get("ckpt_path")
-    # Keep the run dir self-describing: Hydra rewrote .hydra/config.yaml with this command's
+    # Keep the run dir self-describing: Hydra rewrote its composed config with this command's
     # composition; put the config the run actually continues with there.
-    hydra_dir = here / ".hydra"
-    if hydra_dir.is_dir():
-        (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(base, resolve=True))
+    if RunDir(here).hydra_dir.is_dir():
+        RunDir(here).hydra_config.write_text(OmegaConf.to_yaml(base, resolve=True))
     log.info("resuming run dir %s with its saved config", run_dir)
     return base

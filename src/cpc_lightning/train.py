@@ -1,41 +1,32 @@
 """``python -m cpc_lightning.train``: compose the config, build the parts, fit, probe.
 
-Returns the metric named by ``optimized_metric`` (for sweepers). The Hydra run dir gets
-``.hydra/config.yaml``, ``config_resolved.yaml``, ``checkpoints/`` (incl. ``last.ckpt``),
-``metrics.csv`` and ``result.json``.
+Returns the metric named by ``optimized_metric`` (for sweepers). The Hydra run dir gets the
+files :class:`~cpc_lightning.run_dir.RunDir` names: the configs, the checkpoints (the last one
+included), ``metrics.csv`` and, at the end, the result file.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cpc_lightning.build import build_datamodule, build_model
-from cpc_lightning.errors import (
-    UserError,
-    check_data_fits_model,
-    check_overrides,
-    check_training,
-    exit_with,
-    user_error_from_worker,
-    user_errors,
-)
+from cpc_lightning.build import build_datamodule, build_model, check_data_fits_model
+from cpc_lightning.cli import entry_point
+from cpc_lightning.errors import user_error_from_worker, user_errors
 from cpc_lightning.eval.probes import end_of_training_probes, probe_datamodule
+from cpc_lightning.eval.settings import RunProbeSettings
+from cpc_lightning.run_dir import RunDir
 from cpc_lightning.runs import (
-    RESOLVED_CONFIG,
     checkpoint_global_step,
     resolve_ckpt_path,
     resume_config,
@@ -43,6 +34,7 @@ from cpc_lightning.runs import (
 )
 from cpc_lightning.training import wandb as wandb_setup
 from cpc_lightning.training.checkpointing import save_final_checkpoint
+from cpc_lightning.training.checks import check_training
 from cpc_lightning.training.environment import choose_precision, run_environment
 from cpc_lightning.training.final_step import FinalStep
 from cpc_lightning.training.loggers import build_callbacks, build_loggers, in_multirun
@@ -53,7 +45,7 @@ log = logging.getLogger("cpc_lightning.train")
 
 
 def run_setup(cfg: DictConfig) -> dict[str, Any]:
-    """The experiment's key choices in one flat dict (log line, ``result.json``, loggers)."""
+    """The experiment's key choices in one flat dict (log line, the result file, loggers)."""
 
     def name(node: Any) -> str | None:
         target = node.get("_target_") if isinstance(node, DictConfig) else None
@@ -95,7 +87,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         refuse_to_overwrite(out_dir)
     start_step = checkpoint_global_step(Path(ckpt_path)) if ckpt_path else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run_dir = RunDir(out_dir)
+    run_dir.config_resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     setup = run_setup(cfg)
     log.info("run: %s", " ".join(f"{k}={v}" for k, v in setup.items()))
 
@@ -112,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:  # nested: must not shadow W&B's resolved config
         lg.log_hyperparams({"setup": setup, "environment": environment})
     _fit(trainer, model, datamodule, ckpt_path)
-    last = out_dir / "checkpoints" / "last.ckpt"
+    last = run_dir.last_checkpoint
     global_step = save_final_checkpoint(trainer, last)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -123,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         if cfg.probe.enabled:
             _probe(cfg, model, initial, probe_data, last, trainer, result)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+        run_dir.write_result(result)
     return result
 
 
@@ -152,12 +145,19 @@ def _probe(
 ) -> None:
     """The end-of-run probes: their scores join ``result``'s metrics, their table is printed."""
     table, accuracies = end_of_training_probes(
-        cfg, model, initial, probe_data, weights_tag(last), trainer.loggers
+        RunProbeSettings.from_node(cfg.probe, seed=int(cfg.seed)),
+        model,
+        initial,
+        probe_data,
+        OmegaConf.to_container(cfg.probe.get("data") or cfg.data, resolve=True),
+        Path(cfg.paths.output_dir),
+        weights_tag(last),
+        trainer.loggers,
     )
     result["metrics"].update(accuracies)
     if table:
         result["probe_table"] = table
-        (Path(cfg.paths.output_dir) / "probe.md").write_text(table + "\n")
+        RunDir(cfg.paths.output_dir).probe_table.write_text(table + "\n")
         print("\nLinear probes on frozen features (held-out split, accuracy):\n" + table)
 
 
@@ -165,23 +165,20 @@ def _record_failure(exc: BaseException) -> float:
     """In a sweep, keep going: write the failure into this point's dir; the point scores NaN."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "failed.txt").write_text("".join(traceback.format_exception(exc)))
+    RunDir(out_dir).failed.write_text("".join(traceback.format_exception(exc)))
     log.error("sweep point failed (%s): %s", out_dir, exc)
     return math.nan
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+@entry_point("cpc_lightning", "train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: returns ``cfg.optimized_metric`` (NaN for a failed sweep point)."""
+    """Hydra entry point: returns ``cfg.optimized_metric`` (NaN for a failed sweep point); a
+    single run's :class:`~cpc_lightning.errors.UserError` is one line, exit code 2."""
     try:
         if cfg.get("resume"):
             cfg = resume_config(cfg)
         reused = prepare_point(cfg, Path(cfg.paths.output_dir)) if in_multirun() else None
         result = reused or train(cfg)
-    except UserError as exc:
-        if in_multirun():
-            return _record_failure(exc)
-        exit_with("cpc_lightning", exc)
     except Exception as exc:
         if in_multirun():
             return _record_failure(exc)
@@ -192,5 +189,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    check_overrides("cpc_lightning", sys.argv[1:])
     main()

@@ -1,11 +1,12 @@
 """A converted checkpoint as a model (:func:`convert_cpc_audio`) and as a run dir.
 
-The run dir is what ``train`` writes: ``config_resolved.yaml`` and ``.hydra/config.yaml`` (the
-full ``train`` config, resolved), ``checkpoints/last.ckpt`` (a Lightning checkpoint at step 0:
-the mapped weights, and the mapped Adam state when the source has one, else none, so a resumed
-run starts a fresh optimizer), and ``result.json`` and ``converted_from.json`` saying where it
-came from (``train`` rewrites the first when the run is continued). It is written
-into a temporary folder beside ``out`` and renamed into place, so it is complete or absent.
+The run dir is what ``train`` writes (its paths are :class:`~cpc_lightning.run_dir.RunDir`'s):
+the resolved config and Hydra's config (the full ``train`` config, resolved), the last
+checkpoint (a Lightning checkpoint at step 0: the mapped weights, and the mapped Adam state when
+the source has one, else none, so a resumed run starts a fresh optimizer), and the result file
+and ``RunDir.converted_from`` saying where it came from (``train`` rewrites the first when the
+run is continued). It is written into a temporary folder beside ``out`` and renamed into place,
+so it is complete or absent.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.interop.cpc_audio import CPCAudioCheckpoint, plan, read_checkpoint
 from cpc_lightning.interop.cpc_audio_tensors import map_optimizer, map_state
 from cpc_lightning.model.module import CPCModule
-from cpc_lightning.runs import RESOLVED_CONFIG
+from cpc_lightning.run_dir import CONVERTED_FROM, RunDir, write_json
 from cpc_lightning.training.loggers import build_callbacks
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-#: Where a converted run dir records its source (``result.json`` too, until training rewrites it).
-PROVENANCE = "converted_from.json"
+#: Where a converted run dir records its source (the result file too, until training rewrites it).
+PROVENANCE = CONVERTED_FROM
 #: Override keys the checkpoint decides (refused on the command line).
 ARCHITECTURE_GROUPS = ("encoder", "context", "heads")
 
@@ -51,7 +52,7 @@ class Converted:
     notes: list[str] = field(default_factory=list)
 
     def provenance(self) -> dict[str, Any]:
-        """What ``result.json`` records about the source."""
+        """What the result file records about the source."""
         src = self.source
         return {
             "format": "cpc_audio",
@@ -116,7 +117,7 @@ def convert_cpc_audio(
 
 def _checkpoint_callbacks(cfg: DictConfig, last: Path) -> dict[str, Any]:
     """The state of the run's checkpoint callbacks, owning ``last`` (so that a resumed run
-    replaces it instead of writing ``last-v1.ckpt`` beside it)."""
+    replaces it instead of writing a ``-v1`` version beside it)."""
     states = {}
     for callback in build_callbacks(cfg):
         if isinstance(callback, ModelCheckpoint):
@@ -126,7 +127,8 @@ def _checkpoint_callbacks(cfg: DictConfig, last: Path) -> dict[str, Any]:
 
 
 def lightning_checkpoint(converted: Converted, last: Path) -> dict[str, Any]:
-    """``last.ckpt`` at step 0: weights, the mapped optimizer state (or none), no loop state."""
+    """The last checkpoint at step 0: weights, the mapped optimizer state (or none), no loop
+    state."""
     return {
         "state_dict": converted.model.state_dict(),
         "epoch": 0,
@@ -151,20 +153,20 @@ def write_run_dir(converted: Converted, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    run = RunDir(tmp)
     try:
-        (tmp / ".hydra").mkdir(parents=True)
-        (tmp / "checkpoints").mkdir()
+        run.hydra_dir.mkdir(parents=True)
+        run.checkpoints.mkdir()
         text = OmegaConf.to_yaml(converted.config, resolve=True)
-        (tmp / RESOLVED_CONFIG).write_text(text)
-        (tmp / ".hydra" / "config.yaml").write_text(text)
-        (tmp / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(converted.overrides))
-        last = out / "checkpoints" / "last.ckpt"  # where it will be
-        torch.save(lightning_checkpoint(converted, last), tmp / "checkpoints" / "last.ckpt")
+        run.config_resolved.write_text(text)
+        run.hydra_config.write_text(text)
+        run.hydra_overrides.write_text(OmegaConf.to_yaml(converted.overrides))
+        last = RunDir(out).last_checkpoint  # where it will be
+        torch.save(lightning_checkpoint(converted, last), run.last_checkpoint)
         provenance = converted.provenance()
-        result = {"converted_from": provenance, "global_step": 0, "metrics": {}}
-        (tmp / "result.json").write_text(json.dumps(result, indent=2))
-        # train rewrites result.json when the run is continued; this file stays
-        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2))
+        run.write_result({"converted_from": provenance, "global_step": 0, "metrics": {}})
+        # train rewrites the result file when the run is continued; this file stays
+        write_json(run.converted_from, provenance)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)

@@ -1,20 +1,20 @@
 """Running again into a run dir that already holds a run: reuse, resume or refuse, never
 overwrite.
 
-A run dir's ``config_resolved.yaml`` says what was trained there. "The same config" is that file
-equal to the config of this command, apart from :data:`IGNORED` keys (how to resume, where the
-cache is, the progress bar).
+A run dir's resolved config (:attr:`RunDir.config_resolved`) says what was trained there. "The
+same config" is that file equal to the config of this command, apart from :data:`IGNORED` keys
+(how to resume, where the cache is, the progress bar). Paths come from :class:`RunDir`.
 
-- A sweep point (multirun) whose dir holds ``result.json`` for the same config is *reused*: its
-  result is returned without training, and ``reused.json`` tells the sweep summary.
-- A sweep point with the same config and a ``last.ckpt`` but no result (killed) *resumes* from it.
+- A sweep point (multirun) whose dir holds the result file for the same config is *reused*: its
+  result is returned without training, and :attr:`RunDir.reused` tells the sweep summary.
+- A sweep point with the same config and a last checkpoint but no result (killed) *resumes*
+  from it.
 - A single run, or a point whose dir holds another config, is refused when the dir has
   checkpoints or a result: one message naming the dir, the first differing key and the fix.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.errors import UserError
-from cpc_lightning.runs import RESOLVED_CONFIG, load_run_config, newest_intact_checkpoint
+from cpc_lightning.run_dir import RunDir, write_json
+from cpc_lightning.runs import load_run_config, newest_intact_checkpoint
 
 log = logging.getLogger("cpc_lightning.train")
 
@@ -35,7 +36,6 @@ IGNORED = (
     "data.cache_dir",
     "trainer.enable_progress_bar",
 )
-RESULT, REUSED, FAILED = "result.json", "reused.json", "failed.txt"
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -51,7 +51,7 @@ def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
     """The first key (sorted) whose value differs, as ``key: saved -> current``; None if equal."""
 
     def plain(cfg: DictConfig) -> dict[str, Any]:
-        # through YAML, as config_resolved.yaml was written, so both sides have the same types
+        # through YAML, as the resolved config was written, so both sides have the same types
         text = OmegaConf.to_yaml(cfg, resolve=True)
         flat = _flat(OmegaConf.to_container(OmegaConf.create(text), resolve=False))
         return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
@@ -63,19 +63,9 @@ def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
     return None
 
 
-def _holds_a_run(out_dir: Path) -> str | None:
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        return str(last)
-    if (out_dir / RESULT).is_file():
-        return str(out_dir / RESULT)
-    found = sorted((out_dir / "checkpoints").glob("*.ckpt"))
-    return str(found[-1]) if found else None
-
-
 def refuse_to_overwrite(out_dir: Path) -> None:
     """A fresh (not resumed) run must not write into a dir that holds another run's work."""
-    held = _holds_a_run(out_dir)
+    held = RunDir(out_dir).holds_a_run()
     if held is not None:
         raise UserError(
             f"hydra.run.dir={out_dir} already holds a run ({held}); nothing was changed: continue "
@@ -88,13 +78,11 @@ def prepare_point(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
 
     Returns the saved result of a reused point (nothing to train), else None, having set
     ``cfg.ckpt_path = "last"`` when the point resumes."""
-    failed = out_dir / FAILED
-    if failed.is_file():  # a retry: keep the old error beside it, not in the summary's way
-        failed.replace(out_dir / "failed.previous.txt")
-    saved_path = out_dir / RESOLVED_CONFIG
-    held = _holds_a_run(out_dir)
-    if held is None or not saved_path.is_file():
-        (out_dir / REUSED).unlink(missing_ok=True)
+    run = RunDir(out_dir)
+    if run.failed.is_file():  # a retry: keep the old error beside it, not in the summary's way
+        run.failed.replace(run.failed_previous)
+    if run.holds_a_run() is None or not run.config_resolved.is_file():
+        run.reused.unlink(missing_ok=True)
         return None
     diff = config_difference(load_run_config(out_dir), cfg)  # older releases' names upgraded
     if diff is not None:
@@ -102,18 +90,18 @@ def prepare_point(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
             f"sweep point dir {out_dir} holds a run of another config ({diff}); nothing was "
             "changed: use a new hydra.sweep.dir, or delete that dir to retrain the point"
         )
-    result = out_dir / RESULT
-    if result.is_file():
-        data = json.loads(result.read_text())
-        (out_dir / REUSED).write_text(json.dumps({"global_step": data.get("global_step")}))
-        log.info("sweep point %s: finished before with this config; reusing %s", out_dir, result)
+    data = run.read_result()
+    if data is not None:
+        write_json(run.reused, {"global_step": data.get("global_step")}, indent=None)
+        log.info(
+            "sweep point %s: finished before with this config; reusing %s", out_dir, run.result
+        )
         return data
-    (out_dir / REUSED).unlink(missing_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    if (ckpt_dir / "last.ckpt").is_file():
+    run.reused.unlink(missing_ok=True)
+    if run.last_checkpoint.is_file():
         cfg.ckpt_path = "last"
-    elif (found := newest_intact_checkpoint(ckpt_dir)) is not None:
-        cfg.ckpt_path = str(found[0])  # killed between its first step file and last.ckpt
+    elif (found := newest_intact_checkpoint(run.checkpoints)) is not None:
+        cfg.ckpt_path = str(found[0])  # killed between its first step file and the last one
     if cfg.get("ckpt_path"):
         log.info("sweep point %s: unfinished; resuming from %s", out_dir, cfg.ckpt_path)
     return None

@@ -1,8 +1,8 @@
 """Hydra callback: one table and one plot at the end of a multirun.
 
 ``hydra/default.yaml`` registers :class:`SweepSummary`. When every point of a sweep has run, it
-reads each job dir's ``.hydra/overrides.yaml`` and ``result.json`` (or ``failed.txt``) and writes
-into the sweep dir:
+reads each job dir's overrides, result file and failure file (through
+:class:`~cpc_lightning.run_dir.RunDir`) and writes into the sweep dir:
 
 - ``summary.csv``: one row per point: the swept keys, status (``ok``, ``reused``: its result is
   from an earlier launch of the same sweep, ``failed``, ``missing``), error, global step, the
@@ -16,7 +16,6 @@ into the sweep dir:
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from cpc_lightning.run_dir import RESULT, RunDir, run_dirs_under
 
 log = logging.getLogger("cpc_lightning.sweep")
 
@@ -65,30 +66,26 @@ def _last_line(text: str) -> str:
 
 
 def collect_points(sweep_dir: Path) -> list[Point]:
-    """Every job dir under ``sweep_dir`` (one with ``.hydra/overrides.yaml``), in job order."""
-    job_dirs = sorted(
-        {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"},
-        key=_job_sort_key,
-    )
+    """Every job dir under ``sweep_dir`` (one with Hydra's overrides file), in job order."""
+    job_dirs = sorted(run_dirs_under(sweep_dir), key=_job_sort_key)
     points = []
     for job_dir in job_dirs:
-        raw = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        run = RunDir(job_dir)
+        raw = yaml.safe_load(run.hydra_overrides.read_text()) or []
         overrides = {}
         for item in raw:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = _parse_value(value)
         name = str(job_dir.relative_to(sweep_dir))
-        failed, result = job_dir / "failed.txt", job_dir / "result.json"
-        if failed.is_file():
-            points.append(Point(name, overrides, "failed", _last_line(failed.read_text())))
-        elif result.is_file():
-            data = json.loads(result.read_text())
+        if run.failed.is_file():
+            points.append(Point(name, overrides, "failed", _last_line(run.failed.read_text())))
+        elif (data := run.read_result()) is not None:
             metrics = {k: float(v) for k, v in data.get("metrics", {}).items()}
-            status = "reused" if (job_dir / "reused.json").is_file() else "ok"
+            status = "reused" if run.reused.is_file() else "ok"
             step, resumed = data.get("global_step"), data.get("resumed_from_step")
             points.append(Point(name, overrides, status, "", step, metrics, resumed))
         else:
-            points.append(Point(name, overrides, "missing", "no result.json (killed?)"))
+            points.append(Point(name, overrides, "missing", f"no {RESULT} (killed?)"))
     return points
 
 
