@@ -3,7 +3,7 @@
 ``EvalSettings``: what to extract and how to train the probe (``probe.*``, plus the entry config's
 feature and device keys); ``ABXSettings``: ``abx.*``; ``CTCSettings``: ``phone_recognition.*``.
 The dataclass defaults equal the packaged YAML (``conf/probe/linear.yaml``, ``conf/evaluate.yaml``;
-``tests/eval/test_settings.py`` checks it), so a caller without a composed config (the Python
+``tests/eval/test_eval_settings.py`` checks it), so a caller without a composed config (the Python
 API, ``extract``, tests) gets the same values.
 """
 
