@@ -10,6 +10,16 @@ For downstream tools (SUPERB/s3prl-style benchmarks, k-means unit pipelines, not
 Frame ``t`` covers samples ``[hop t, hop t + hop)`` (hop 160 = 10 ms at 16 kHz). A padded batch
 gives every waveform the frames it gets alone (the audio encoder masks each sequence's padding
 after every layer; the context is causal), and frames past a waveform's end are zero.
+
+An image run gives an :class:`ImageFeatureExtractor`::
+
+    model = cpc_lightning.load("outputs/train/runs/<image run>")
+    out = model.features([pil_a, pil_b], pool="grid2")  # or uint8 (N, H, W, 3), float (N, 3, H, W)
+    out["z"], out["c"], out["hidden_states"], out["z_pooled"], out["c_pooled"]
+
+Each image gets the run's data option's held-out preprocessing (resize, centre crop, normalisation,
+patch grid: :class:`cpc_lightning.data.images.preprocess.ImagePreprocess`, the code the
+DataModule's validation and ``extract`` run), so features equal those ``extract`` writes.
 """
 
 from __future__ import annotations
@@ -21,46 +31,83 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from torch import nn
 
+from cpc_lightning.build import build_datamodule
 from cpc_lightning.data.audio.reader import resample
+from cpc_lightning.data.images.preprocess import ImagePreprocess, as_unit_images
 from cpc_lightning.errors import UserError
 from cpc_lightning.interop.run_dir import convert_cpc_audio
 from cpc_lightning.model.module import CPCModule
+from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
 from cpc_lightning.runs import open_run
 
 Waveforms = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
+Images = Image.Image | np.ndarray | torch.Tensor | Sequence[Image.Image | np.ndarray | torch.Tensor]
 
 
-class FeatureExtractor(nn.Module):
-    """A frozen CPC model (eval mode, no gradients) turning waveforms into features.
+class _Frozen(nn.Module):
+    """A CPC model kept in eval mode with no gradients; ``source``: where it was loaded from."""
+
+    def __init__(self, model: CPCModule, source: dict[str, Any], modality: str) -> None:
+        super().__init__()
+        if model.modality != modality:
+            raise UserError(
+                f"{type(self).__name__} takes {modality} models; this is an {model.modality} "
+                "model (cpc_lightning.load picks the right extractor)"
+            )
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.source = source
+        self.eval()
+
+    def train(self, mode: bool = True) -> _Frozen:
+        """Stays in eval mode: a feature extractor is frozen (no dropout, fixed statistics)."""
+        return super().train(False)
+
+    def features(self, inputs: Any, **kwargs: Any) -> dict[str, Any]:
+        """The features of ``inputs`` (each modality's extractor says which inputs)."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Any, **kwargs: Any) -> dict[str, Any]:
+        """Same as :meth:`features`."""
+        return self.features(inputs, **kwargs)
+
+
+def _looks_like_images(x: Any) -> bool:
+    """PIL images, uint8 arrays/tensors or 4-D batches: never waveforms."""
+    if isinstance(x, Image.Image):
+        return True
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return x.ndim >= 4 or (x.ndim >= 2 and x.dtype in (np.uint8, torch.uint8))
+    return False
+
+
+class FeatureExtractor(_Frozen):
+    """A frozen audio CPC model (eval mode, no gradients) turning waveforms into features.
 
     ``model`` is the :class:`CPCModule`, ``sample_rate`` the rate it was trained at,
     ``frame_rate`` its frames per second, ``source`` where it was loaded from.
     """
 
     def __init__(self, model: CPCModule, sample_rate: int, source: dict[str, Any]) -> None:
-        super().__init__()
-        if model.modality != "audio":
-            raise UserError(
-                "cpc_lightning.load: features() takes waveforms; this is an image model"
-            )
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        super().__init__(model, source, "audio")
         self.sample_rate = int(sample_rate)
         self.hop = int(getattr(model.encoder, "downsampling", 160))
         self.frame_rate = self.sample_rate / self.hop
-        self.source = source
         signature = inspect.signature(model.encoder.forward).parameters
         self._pads_exactly = "lengths" in signature
-        self.eval()
-
-    def train(self, mode: bool = True) -> FeatureExtractor:
-        """Stays in eval mode: a feature extractor is frozen (no dropout, fixed statistics)."""
-        return super().train(False)
 
     def _waveforms(self, waveforms: Waveforms, lengths: Any, rate: int) -> list[torch.Tensor]:
+        items = waveforms if isinstance(waveforms, (list, tuple)) else [waveforms]
+        if any(_looks_like_images(w) for w in items):
+            raise ValueError(
+                "features(): this is an audio model: give mono float waveforms (1-D, a list of "
+                "them or a padded (B, L) batch), not images"
+            )
         if isinstance(waveforms, (torch.Tensor, np.ndarray)):
             x = torch.as_tensor(waveforms, dtype=torch.float32)
             if x.dim() == 1:
@@ -139,9 +186,59 @@ class FeatureExtractor(nn.Module):
             "frame_rate": self.frame_rate,
         }
 
-    def forward(self, waveforms: Waveforms, **kwargs: Any) -> dict[str, Any]:
-        """Same as :meth:`features`."""
-        return self.features(waveforms, **kwargs)
+
+class ImageFeatureExtractor(_Frozen):
+    """A frozen image CPC model turning images into feature grids.
+
+    ``preprocess`` is the run's data option's held-out preprocessing (the one its DataModule
+    validates with); ``grid_size`` is ``G``, the patches per side.
+    """
+
+    def __init__(self, model: CPCModule, preprocess: ImagePreprocess, source: dict[str, Any]):
+        super().__init__(model, source, "image")
+        self.preprocess = preprocess
+        self.grid_size = preprocess.grid_size
+
+    def grids(self, images: Images) -> torch.Tensor:
+        """Images -> the patch grids ``(N, G, G, 3, P, P)`` the model reads (see :meth:`features`
+        for what ``images`` may be)."""
+        items = as_unit_images(images)
+        return torch.stack([self.preprocess.grid(x, f"image {i}") for i, x in enumerate(items)])
+
+    @torch.no_grad()
+    def features(self, images: Images, pool: str = "mean") -> dict[str, Any]:
+        """Features of a batch of images of any sizes, each preprocessed as the run's held-out
+        images are (resize if the data option resizes, centre crop, normalisation, patch grid).
+
+        ``images``: PIL images (converted to RGB, as image files are read); uint8 numpy arrays
+        ``(H, W, 3)`` (RGB; ``(H, W)`` or ``(H, W, 1)`` grayscale, copied to the 3 channels),
+        as a list or one ``(N, H, W, 3)`` array; or a float tensor ``(N, 3, H, W)`` (or a list of
+        ``(3, H, W)``) with values in [0, 1] (= uint8 / 255). One PIL image is a batch of one.
+        Anything else (other dtypes or layouts, an empty batch) is a ``ValueError``.
+
+        Returns what :meth:`grid_features` returns.
+        """
+        return self.grid_features(self.grids(images), pool)
+
+    @torch.no_grad()
+    def grid_features(self, grids: torch.Tensor, pool: str = "mean") -> dict[str, Any]:
+        """Features of preprocessed patch grids ``(N, G, G, 3, P, P)`` (:meth:`grids`, or a
+        DataModule batch's ``x``): ``z`` ``(N, G, G, D)`` (encoder), ``c`` ``(N, G, G, C)``
+        (context, ``hidden_states[-1]``), ``hidden_states`` (every context layer, bottom to top),
+        ``z_pooled`` and ``c_pooled`` (``pool_grid(..., pool)``: ``mean`` ``(N, D)``, ``grid2``
+        ``(N, 4 D)``, ``grid4`` ``(N, 16 D)``, ``none`` ``(N, G G D)``) and ``pool``."""
+        if pool not in GRID_POOLS:
+            raise ValueError(f"pool={pool!r} must be one of {', '.join(GRID_POOLS)}")
+        device = next(self.model.parameters()).device
+        z, states = self.model.all_features(grids.to(device, torch.float32))
+        return {
+            "z": z,
+            "c": states[-1],
+            "hidden_states": states,
+            "z_pooled": pool_grid(z, pool),
+            "c_pooled": pool_grid(states[-1], pool),
+            "pool": pool,
+        }
 
 
 def _is_cpc_audio(path: Path) -> bool:
@@ -150,10 +247,22 @@ def _is_cpc_audio(path: Path) -> bool:
     return path.suffix == ".pt"
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """A :class:`FeatureExtractor` from a run dir (its last checkpoint), a ``.ckpt`` file in one,
-    or a CPC_audio checkpoint (a ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file),
-    converted in memory. Bad paths raise :class:`~cpc_lightning.errors.UserError`."""
+def image_preprocess(data: DictConfig) -> ImagePreprocess:
+    """The held-out preprocessing of a run's saved image data config, from its own DataModule
+    (built, not set up: its data need not be here)."""
+    data = OmegaConf.create(OmegaConf.to_container(data, resolve=True))
+    if data.get("root") in (None, "", "???"):
+        data.root = "."  # never read: the preprocessing needs no dataset
+    return build_datamodule(data).eval_preprocess()
+
+
+def load(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> FeatureExtractor | ImageFeatureExtractor:
+    """A :class:`FeatureExtractor` (audio) or :class:`ImageFeatureExtractor` (image run) from a
+    run dir (its last checkpoint), a ``.ckpt`` file in one, or a CPC_audio checkpoint (a
+    ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file), converted in memory. Bad
+    paths raise :class:`~cpc_lightning.errors.UserError`."""
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise UserError(f"cpc_lightning.load: {p} does not exist")
@@ -165,5 +274,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> FeatureExtract
         run = open_run(checkpoint=p) if p.is_file() else open_run(run_dir=p)
         model, cfg = run.model, run.config
         source = {"run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint)}
+    if model.modality == "image":
+        return ImageFeatureExtractor(model, image_preprocess(cfg.data), source).to(device)
     rate = int(cfg.get("data", {}).get("sample_rate", 16000) or 16000)
     return FeatureExtractor(model, rate, source).to(device)

@@ -1,14 +1,18 @@
 """``python -m cpc_lightning.extract run_dir=<dir> out=<folder> [data=...] [format=npy|pt]``.
 
-Rebuilds a trained audio model from its run dir and writes its frozen features for other tools:
-one file per input audio file, at the input's path relative to ``data.root`` with the suffix
-``.npy`` (float32 ``(T, D)``) or ``.pt``, plus ``features.json`` (frame rate, feature kind,
-dimension, model). Frame ``t`` covers samples ``[hop t, hop t + hop)`` with ``hop`` the encoder's
-downsampling (160 samples = 10 ms at 16 kHz). ``layers=all`` writes every layer from one pass:
-``<out>/z/...`` (encoder) and ``<out>/layer_<i>/...`` (context layer i; the last is ``c``), each
-folder mirroring the input paths, listed in ``features.json`` under ``layers``. ``out`` must be
-empty (or ``overwrite=true``); every file is written to a temporary name and renamed, so none is
-ever half written.
+Rebuilds a trained model from its run dir and writes its frozen features for other tools: one
+file per input file (audio file or image), at the input's path relative to ``data.root`` with the
+suffix ``.npy`` (float32) or ``.pt``, plus ``features.json`` (feature kind, dimension, model, and
+the frame rate or the patch grid). Audio: ``(T, D)`` per file; frame ``t`` covers samples
+``[hop t, hop t + hop)`` with ``hop`` the encoder's downsampling (160 samples = 10 ms at 16 kHz).
+Images (the data option's held-out preprocessing, as ``cpc_lightning.load(run).features``):
+the grid ``(G, G, D)`` per image, or with ``pool=mean|grid2|grid4|none`` the pooled vector;
+images of CIFAR-10 python batches are named ``<split>/<class>/<index>``. ``layers=all`` writes
+every layer from one pass: ``<out>/z/...`` (encoder) and ``<out>/layer_<i>/...`` (context layer
+i; the last is ``c``), each folder mirroring the input paths, listed in ``features.json`` under
+``layers``. ``out`` must be empty (or ``overwrite=true``); two inputs that would write the same
+file are refused; every file is written to a temporary name and renamed, so none is ever half
+written.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from cpc_lightning.api import image_preprocess
 from cpc_lightning.cli import entry_point
 from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
+from cpc_lightning.progress import Progress
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
 
 log = logging.getLogger("cpc_lightning.extract")
@@ -35,7 +42,8 @@ log = logging.getLogger("cpc_lightning.extract")
 FORMATS = ("npy", "pt")
 SPLITS = ("all", "train", "test")
 LAYERS = (None, "all")
-LAYOUT = "(T, dim) per file, one folder per layer: <out>/<layers[i].dir>/<input path>.<format>"
+SHAPES = {"audio": "(T, dim)", "image": "(H, W, dim)", "pooled": "(dim,)"}
+LAYOUT = "{shape} per file, one folder per layer: <out>/<layers[i].dir>/<input path>.<format>"
 
 
 def _check(cfg: DictConfig) -> None:
@@ -49,6 +57,10 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"layers={cfg.layers} must be null (one feature) or all (every layer)")
     if cfg.get("layers") == "all" and cfg.get("layer") is not None:
         raise UserError(f"layers=all writes every layer: drop layer={cfg.layer}")
+    if cfg.get("pool") not in (None, *GRID_POOLS):
+        raise UserError(
+            f"pool={cfg.pool} must be null (the grid) or one of {', '.join(GRID_POOLS)}"
+        )
     out = Path(cfg.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file: give a folder for the feature files")
@@ -76,70 +88,128 @@ def _save(feats: torch.Tensor, dest: Path, fmt: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _summary(run: Run, datamodule: Any, settings: EvalSettings, cfg: DictConfig, **extra: Any):
+def _model_summary(run: Run) -> dict[str, Any]:
+    return {
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "checkpoint_tag": weights_tag(run.checkpoint),
+        "global_step": run.global_step,
+        "encoder": run.config.encoder.get("_target_"),
+        "context": run.config.context.get("_target_"),
+        "encoder_out_dim": run.config.encoder.get("out_dim"),
+        "context_out_dim": run.config.context.get("out_dim"),
+    }
+
+
+def _audio_summary(run: Run, datamodule: Any) -> dict[str, Any]:
     hop = int(getattr(run.model.encoder, "downsampling", 160))
     return {
+        "modality": "audio",
         "frame_rate_hz": datamodule.sample_rate / hop,
         "hop_samples": hop,
         "sample_rate": int(datamodule.sample_rate),
         "alignment": f"frame t covers samples [{hop} t, {hop} t + {hop}) of the input",
-        "feature": settings.feature,
-        "layer": settings.layer,
-        "format": cfg.format,
-        "dtype": "float32",
-        "shape": "(T, dim) per file",
-        "split": cfg.split,
-        "data_root": str(datamodule.root),
-        "model": {
-            "run_dir": str(run.run_dir),
-            "checkpoint": str(run.checkpoint),
-            "checkpoint_tag": weights_tag(run.checkpoint),
-            "global_step": run.global_step,
-            "encoder": run.config.encoder.get("_target_"),
-            "context": run.config.context.get("_target_"),
-            "encoder_out_dim": run.config.encoder.get("out_dim"),
-            "context_out_dim": run.config.context.get("out_dim"),
-        },
-        **extra,
+        "shape": f"{SHAPES['audio']} per file",
+    }
+
+
+def _image_summary(datamodule: Any, pool: str | None) -> dict[str, Any]:
+    pre = datamodule.eval_preprocess()
+    g, p, s, size = pre.grid_size, pre.patch_size, pre.stride, pre.image_size
+    resize = f"shorter side resized to {pre.resize_size}, " if pre.resize_size else ""
+    return {
+        "modality": "image",
+        "grid": [g, g],
+        "image_size": size,
+        "resize_size": pre.resize_size,
+        "patch_size": p,
+        "stride": s,
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "preprocessing": f"RGB / 255, {resize}centre crop {size}x{size}, (x - mean) / std, "
+        f"{g}x{g} grid of {p}x{p} patches, stride {s}",
+        "alignment": f"cell (i, j) is the patch at rows [{s} i, {s} i + {p}), columns "
+        f"[{s} j, {s} j + {p}) of the preprocessed image",
+        "pool": pool,
+        "shape": f"{SHAPES['image' if pool is None else 'pooled']} per file",
     }
 
 
 def _outputs(
     model: Any, x: torch.Tensor, settings: EvalSettings, layers: str | None
 ) -> dict[str, torch.Tensor]:
-    """Feature tensors ``(B, T, D)`` by output folder ("": the one chosen feature)."""
+    """Feature tensors by output folder ("": the one chosen feature)."""
     if layers != "all":
         return {"": model.features(x, settings.feature, settings.layer)}
     z, states = model.all_features(x)
     return {"z": z, **{f"layer_{i}": h for i, h in enumerate(states)}}
 
 
-def _write(
-    model: Any,
-    records: list[Any],
-    load: Any,
-    cfg: DictConfig,
-    settings: EvalSettings,
-    out: Path,
-    device: torch.device,
-) -> tuple[list[str], dict[str, int]]:
-    """Write every record's features; return the relative paths and the dim of each folder."""
-    autocast = settings.precision == "bf16" and device.type in ("cuda", "cpu")
-    files: list[str] = []
-    dims: dict[str, int] = {}
-    with torch.no_grad():
-        for idx, wav in length_batches(records, load, int(cfg.batch_size), "extract"):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                outputs = _outputs(model, wav.unsqueeze(1).to(device), settings, cfg.get("layers"))
-            for folder, feats in outputs.items():
-                feats = feats.float().cpu()
-                dims[folder] = int(feats.shape[-1])
-                for j, i in enumerate(idx):
-                    rel = Path(records[i].rel).with_suffix("." + cfg.format)
-                    _save(feats[j], out / folder / rel, cfg.format)
-                    if folder == next(iter(outputs)):
-                        files.append(rel.as_posix())
-    return files, dims
+class _Writer:
+    """Runs the model on batches and saves each item's features under its relative path."""
+
+    def __init__(
+        self, model: Any, cfg: DictConfig, settings: EvalSettings, out: Path, device: torch.device
+    ) -> None:
+        self.model, self.cfg, self.settings = model, cfg, settings
+        self.out, self.device = out, device
+        self.autocast = settings.precision == "bf16" and device.type in ("cuda", "cpu")
+        self.files: list[str] = []
+        self.dims: dict[str, int] = {}
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, rels: list[str], pool: str | None = None) -> None:
+        """Save the features of the batch ``x`` as ``<out>/<folder>/<rels[j]>``."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            outputs = _outputs(self.model, x.to(self.device), self.settings, self.cfg.get("layers"))
+        for folder, feats in outputs.items():
+            feats = feats.float().cpu()
+            if pool is not None:
+                feats = pool_grid(feats, pool)
+            self.dims[folder] = int(feats.shape[-1])
+            for j, rel in enumerate(rels):
+                _save(feats[j], self.out / folder / rel, self.cfg.format)
+        self.files.extend(rels)
+
+
+def _unique(names: list[str], sources: list[str]) -> None:
+    """Refuse two inputs that would write the same feature file (``a.flac`` and ``a.wav``)."""
+    seen: dict[str, str] = {}
+    for name, src in zip(names, sources, strict=True):
+        if name in seen:
+            raise UserError(
+                f"{seen[name]} and {src} would both write {name}: nothing was written; keep one "
+                "of them under data.root (feature files are named after the input without suffix)"
+            )
+        seen[name] = src
+
+
+def _write_audio(datamodule: Any, splits: list[str], write: _Writer) -> None:
+    records = [r for s in splits for r in datamodule.items(s)]
+    rels = [Path(r.rel).with_suffix("." + write.cfg.format).as_posix() for r in records]
+    _unique(rels, [r.rel for r in records])
+    batches = length_batches(records, datamodule.load, int(write.cfg.batch_size), "extract")
+    for idx, wav in batches:
+        write(wav.unsqueeze(1), [rels[i] for i in idx])
+
+
+def _write_images(datamodule: Any, splits: list[str], write: _Writer, pool: str | None) -> None:
+    suffix = "." + write.cfg.format
+    names = {s: [datamodule.item_path(s, i) for i in range(datamodule.stats[s])] for s in splits}
+    _unique(
+        [n + suffix for s in splits for n in names[s]],
+        [
+            datamodule.item_path(s, i, keep_suffix=True)
+            for s in splits
+            for i in range(len(names[s]))
+        ],
+    )
+    for split in splits:
+        loader = datamodule.feature_loader(split, int(write.cfg.batch_size))
+        with Progress(f"extract {split}", len(names[split]), "img") as progress:
+            for batch in loader:
+                write(batch["x"], [names[split][int(i)] + suffix for i in batch["index"]], pool)
+                progress.update(len(batch["x"]))
 
 
 def _layer_table(dims: dict[str, int]) -> list[dict[str, Any]]:
@@ -160,50 +230,90 @@ def _layer_table(dims: dict[str, int]) -> list[dict[str, Any]]:
     return table
 
 
-def extract(cfg: DictConfig) -> dict[str, Any]:
-    """Write one feature file per input file and ``features.json``; return that summary."""
+def _warn_if_unlike_run(run: Run, datamodule: Any) -> None:
+    """Images: say when the chosen data option preprocesses unlike the run's own data config."""
+    ours, theirs = datamodule.eval_preprocess(), image_preprocess(run.config.data)
+    keys = ("image_size", "resize_size", "patch_size", "stride", "mean", "std")
+    differ = [f"{k} {getattr(ours, k)} (run: {getattr(theirs, k)})" for k in keys
+              if getattr(ours, k) != getattr(theirs, k)]  # fmt: skip
+    if differ:
+        log.warning(
+            "the data option preprocesses images unlike the run's own data: %s; these features "
+            "differ from cpc_lightning.load(run_dir).features(images)",
+            ", ".join(differ),
+        )
+
+
+def _open(cfg: DictConfig) -> tuple[Run, Any, EvalSettings]:
+    """The run, its DataModule (set up) and the feature settings, each checked."""
     _check(cfg)
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
-    if datamodule.modality != "audio":
-        raise UserError("extract writes per-file audio features; this is an image dataset")
+    if datamodule.modality == "audio" and cfg.get("pool") is not None:
+        raise UserError(f"pool={cfg.pool} pools image grids: drop it for audio data")
+    if datamodule.modality == "image":
+        _warn_if_unlike_run(run, datamodule)
     with user_errors("settings"):
         settings = EvalSettings.from_mapping(
             {"feature": cfg.feature, "layer": cfg.layer, "precision": cfg.precision}
         )
+    return run, datamodule, settings
+
+
+def extract(cfg: DictConfig) -> dict[str, Any]:
+    """Write one feature file per input file and ``features.json``; return that summary."""
+    run, datamodule, settings = _open(cfg)
     out = Path(cfg.out).expanduser().resolve()
     splits = ["train", "test"] if cfg.split == "all" else [cfg.split]
-    records = [r for s in splits for r in datamodule.items(s)]
     device = device_of(cfg.device)
-    model = run.model.to(device)
+    write = _Writer(run.model.to(device), cfg, settings, out, device)
     start = time.perf_counter()
-    files, dims = _write(model, records, datamodule.load, cfg, settings, out, device)
-    dim = dims.get("")
+    if datamodule.modality == "image":
+        _write_images(datamodule, splits, write, cfg.get("pool"))
+        kind = _image_summary(datamodule, cfg.get("pool"))
+    else:
+        _write_audio(datamodule, splits, write)
+        kind = _audio_summary(run, datamodule)
+    files = sorted(set(write.files))
     extra: dict[str, Any] = {}
     if cfg.get("layers") == "all":
-        extra = {"feature": "all", "layers": _layer_table(dims), "shape": LAYOUT}
-    summary = _summary(
-        run,
-        datamodule,
-        settings,
-        cfg,
-        dim=dim,
-        num_files=len(files),
-        seconds=time.perf_counter() - start,
-        files=sorted(files),
+        layout = LAYOUT.format(shape=kind["shape"].removesuffix(" per file"))
+        extra = {"feature": "all", "layers": _layer_table(write.dims), "shape": layout}
+    summary = {
+        **kind,
+        "feature": settings.feature,
+        "layer": settings.layer,
+        "format": cfg.format,
+        "dtype": "float32",
+        "split": cfg.split,
+        "data_root": str(datamodule.root),
+        "model": _model_summary(run),
+        "dim": write.dims.get(""),
+        "num_files": len(files),
+        "seconds": time.perf_counter() - start,
+        "files": files,
         **extra,
-    )
+    }
+    _finish(summary, out, cfg.format)
+    return summary
+
+
+def _finish(summary: dict[str, Any], out: Path, fmt: str) -> None:
+    """Write ``features.json`` (atomically) and say what was written."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".features.json.partial"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "features.json")
-    rate = summary["frame_rate_hz"]
-    what = f"{settings.feature}, {dim}-d" if dim is not None else f"{len(dims)} layers"
-    log.info(
-        "wrote %d feature files (%s, %s, %.0f Hz) to %s", len(files), cfg.format, what, rate, out
+    dim, n = summary["dim"], summary["num_files"]
+    what = (
+        f"{summary['feature']}, {dim}-d" if dim is not None else f"{len(summary['layers'])} layers"
     )
-    print(f"{len(files)} feature files ({what}, {rate:g} Hz) in {out}")
-    return summary
+    if summary["modality"] == "audio":
+        where = f"{summary['frame_rate_hz']:g} Hz"
+    else:
+        where = f"{summary['grid'][0]}x{summary['grid'][1]} grid, pool {summary['pool']}"
+    log.info("wrote %d feature files (%s, %s, %s) to %s", n, fmt, what, where, out)
+    print(f"{n} feature files ({what}, {where}) in {out}")
 
 
 @entry_point("cpc_lightning.extract", "extract")

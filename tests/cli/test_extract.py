@@ -112,3 +112,22 @@ def test_extract_writes_each_file_atomically(tmp_path: Path, monkeypatch) -> Non
     assert not (out / "features.json").exists()
     for path in written:
         assert np.load(path).ndim == 2
+
+
+def test_extract_refuses_pool_for_audio_and_files_that_share_a_name(tmp_path: Path) -> None:
+    """``pool=`` pools image grids only; ``a.flac`` beside ``a.wav`` would write one ``a.npy``."""
+    from helpers import write_tone
+
+    from cpc_lightning.errors import UserError
+    from cpc_lightning.extract import extract
+
+    run = make_run(tmp_path)
+    out = tmp_path / "feats"
+    with pytest.raises(UserError, match="pool=mean pools image grids: drop it for audio data"):
+        extract(compose_entry("extract", [f"run_dir={run}", f"out={out}", "pool=mean"]))
+    for i, name in enumerate(("spk1/a.flac", "spk1/a.wav", "spk2/b.flac")):
+        write_tone(tmp_path / "audio" / name, 0.5, seed=i)
+    data = ["data=audio_folder", f"data.root={tmp_path / 'audio'}", f"data.cache_dir={tmp_path}"]
+    with pytest.raises(UserError, match=r"spk1/a.flac and spk1/a.wav would both write spk1/a.npy"):
+        extract(compose_entry("extract", [f"run_dir={run}", f"out={out}", *data]))
+    assert not out.exists()

@@ -32,6 +32,7 @@ from cpc_lightning.data.images.patches import (
     make_image_augment,
     make_patch_augment,
 )
+from cpc_lightning.data.images.preprocess import ImagePreprocess
 from cpc_lightning.data.images.sources import (
     ArraySource,
     FolderSource,
@@ -72,6 +73,7 @@ class _PatchGridDataModule(pl.LightningDataModule):
     num_phones = 0
     _min_size: int | None = None  # images below this side length are an error (no resize)
     _size_hint = ""  # how to fix that error
+    _resize_size: int | None = None  # held-out images: shorter side resized to this first
 
     def __init__(
         self,
@@ -125,8 +127,28 @@ class _PatchGridDataModule(pl.LightningDataModule):
     def _train_transform(self) -> Callable[[Image.Image], Tensor]:
         raise NotImplementedError
 
+    def eval_preprocess(self) -> ImagePreprocess:
+        """The held-out preprocessing of one image (validation, ``feature_loader``, and
+        ``cpc_lightning.load(run).features``): resize if the option resizes, centre crop,
+        normalisation; :meth:`ImagePreprocess.grid` also cuts the patch grid."""
+        return ImagePreprocess(
+            self.image_size, self.patch_size, self.stride, self.mean, self.std,
+            self._resize_size, self._min_size,
+        )  # fmt: skip
+
     def _eval_transform(self) -> Callable[[Image.Image], Tensor]:
-        raise NotImplementedError
+        return self.eval_preprocess()
+
+    def item_path(self, split: str, i: int, keep_suffix: bool = False) -> str:
+        """Item ``i`` of ``split`` as a relative path (without its suffix unless ``keep_suffix``):
+        the file's path under ``root`` (folder sources), or ``<split>/<class>/<i:05d>`` (CIFAR-10
+        python batches, which have no files)."""
+        self.setup()
+        source = self._sources[split]
+        if isinstance(source, FolderSource):
+            rel = source.samples[i][0].relative_to(self.root)
+            return (rel if keep_suffix else rel.with_suffix("")).as_posix()
+        return f"{split}/{self.classes[source.labels[i]]}/{i:05d}"
 
     # Lightning --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -233,6 +255,7 @@ class ImagePatchDataModule(_PatchGridDataModule):
         )  # fmt: skip
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.resize_size = int(resize_size or round(self.image_size / 0.875))
+        self._resize_size = self.resize_size
         if self.resize_size < self.image_size:
             raise ValueError(
                 f"resize_size={self.resize_size} is smaller than image_size={self.image_size}; "
@@ -261,15 +284,6 @@ class ImagePatchDataModule(_PatchGridDataModule):
                 v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, antialias=True),
                 v2.RandomHorizontalFlip(),
                 *self.image_augment,
-                *_to_tensor(self.mean, self.std),
-            ]
-        )
-
-    def _eval_transform(self) -> Callable[[Image.Image], Tensor]:
-        return v2.Compose(
-            [
-                v2.Resize(self.resize_size, antialias=True),
-                v2.CenterCrop(self.image_size),
                 *_to_tensor(self.mean, self.std),
             ]
         )
@@ -350,6 +364,3 @@ class CIFAR10PatchDataModule(_PatchGridDataModule):
                 *_to_tensor(self.mean, self.std),
             ]
         )
-
-    def _eval_transform(self) -> Callable[[Image.Image], Tensor]:
-        return v2.Compose([v2.CenterCrop(self.image_size), *_to_tensor(self.mean, self.std)])
