@@ -2,7 +2,9 @@
 
 Reads the corpus once with the file-based DataModule of ``data`` (its layout, labels, split and
 resampling), then writes it with litdata (:mod:`cpc_lightning.data.audio.shards`). Train from
-it with ``data=<same option> data.streaming=true data.root=<out>``.
+it with ``data=<same option> data.streaming=true data.root=<out>``. ``out`` is written whole or
+not at all: an empty folder, or shards of the same corpus, are replaced; shards of another corpus
+need ``overwrite=true``; anything else is refused (:mod:`~cpc_lightning.data.audio.shard_folder`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_datamodule
 from cpc_lightning.cli import entry_point
+from cpc_lightning.data.audio.shard_folder import check_out, parse_size
 from cpc_lightning.data.audio.shards import is_url, require_litdata, write_shards
 from cpc_lightning.errors import UserError, user_errors
 
@@ -32,6 +35,9 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("data.streaming=true: prepare reads the original files; drop it here")
     require_litdata()
     out = str(cfg.out) if is_url(str(cfg.out)) else to_absolute_path(str(cfg.out))
+    source = OmegaConf.to_container(cfg.data, resolve=True)
+    check_out(out, source, bool(cfg.get("overwrite")))  # before the corpus is read
+    parse_size(cfg.chunk_bytes)
     datamodule = build_datamodule(cfg.data)  # the file-based one: streaming is refused above
     with user_errors("data"):
         if getattr(datamodule, "modality", None) != "audio":
@@ -39,14 +45,14 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
         datamodule.setup("fit")
     start = time.perf_counter()
-    source = OmegaConf.to_container(cfg.data, resolve=True)
     manifest = write_shards(
         datamodule,
         out,
         num_workers=int(cfg.num_workers),
-        chunk_bytes=str(cfg.chunk_bytes),
+        chunk_bytes=cfg.chunk_bytes,
         dtype=str(cfg.dtype),
         source=source,
+        overwrite=bool(cfg.get("overwrite")),
     )
     counts = {s: len(v) for s, v in manifest["splits"].items()}
     log.info(

@@ -113,7 +113,9 @@ def test_files_that_are_not_cpc_audio_checkpoints(tmp_path: Path) -> None:
     refused(tmp_path / "empty", r"has no checkpoint_<n>\.pt")
     torch.save({"state_dict": {}}, tmp_path / "lightning.pt")
     refused(tmp_path / "lightning.pt", r"is not a CPC_audio checkpoint.*\['state_dict'\]")
-    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "notes.pt").write_bytes(b"not a checkpoint")  # refused before unpickling
+    refused(tmp_path / "notes.pt", "is not a file written by torch.save")
+    (tmp_path / "broken.pt").write_bytes(b"\x80\x02hhh)")  # a pickle, damaged
     refused(tmp_path / "broken.pt", "cannot be read by torch.load")
     run = train_run(tmp_path)
     (run / "checkpoint_args.json").unlink()

@@ -124,7 +124,11 @@ def test_multirun_failed_point_is_recorded_and_others_finish(tmp_path):
         "negatives.num_negatives=4,8",
         f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    # every point ran and the summary is written, then the sweep says it failed (exit 1), the
+    # log giving summary.md's count
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "(4 points, 2 failed or missing)" in (sweep / "summary.md").read_text()
+    assert "4 points, 2 failed or missing (jobs 2, 3)" in proc.stdout + proc.stderr
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 4
     by_k = {}

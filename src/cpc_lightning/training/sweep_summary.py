@@ -11,6 +11,9 @@ reads each job dir's overrides, result file and failure file (through
 - ``summary.png``: the optimized metric vs. ``model.prediction_steps`` (k), one line per
   ``negatives.num_negatives`` (N); for sweeps over other keys a heatmap (two keys), a line (one
   key) or one bar per point.
+
+A sweep with a failed or missing point then exits with code 1, its log line giving the same
+count as ``summary.md``'s title.
 """
 
 from __future__ import annotations
@@ -260,6 +263,8 @@ class SweepSummary(Callback):
         self.metric = metric
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the summary; then, if a point failed or is missing, exit with code 1 (every
+        point has run and the summary is written: nothing is lost by stopping here)."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         metric = self.metric or OmegaConf.select(config, "optimized_metric") or "val/loss"
         try:
@@ -269,10 +274,14 @@ class SweepSummary(Callback):
             return
         bad = [p.job for p in points if p.status not in OK]
         reused = [p.job for p in points if p.status == "reused"]
+        counts = f"{len(points)} points, {len(bad)} failed or missing"
         log.info(
-            "sweep summary: %s (%d points%s%s)",
+            "sweep summary: %s (%s%s%s)",
             sweep_dir / "summary.md",
-            len(points),
+            counts,
+            f" ({'job' if len(bad) == 1 else 'jobs'} {', '.join(bad)})" if bad else "",
             f"; reused from an earlier launch: {', '.join(reused)}" if reused else "",
-            f"; failed or missing: {', '.join(bad)}" if bad else "",
         )
+        if bad:
+            log.error("sweep finished with %s: exit code 1 (see %s)", counts, sweep_dir)
+            raise SystemExit(1)

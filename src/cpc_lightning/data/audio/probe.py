@@ -77,13 +77,20 @@ def scan_tree(
     return out
 
 
+def sf_path(path: str | os.PathLike[str]) -> str | bytes:
+    """``path`` for soundfile: its bytes on POSIX, so a file whose name is not UTF-8 (Python
+    keeps the bytes as surrogate escapes, which soundfile cannot encode) opens like any other."""
+    return os.fsencode(os.fspath(path)) if os.name == "posix" else os.fspath(path)
+
+
 def probe_file(path: Path) -> tuple[int, int, int]:
     """(frames, sample_rate, channels) of a readable file; raises on corrupt or truncated audio
     and on float audio holding NaN/inf samples."""
-    info = sf.info(str(path))
+    info = sf.info(sf_path(path))
     if info.frames <= 0 or info.samplerate <= 0:
         raise RuntimeError("no audio frames")
-    with sf.SoundFile(str(path)) as f:  # read the tail: catches files truncated after the header
+    # read the tail: catches files truncated after the header
+    with sf.SoundFile(sf_path(path)) as f:
         tail = min(info.frames, 256)
         f.seek(info.frames - tail)
         got = f.read(tail, dtype="float32", always_2d=True).shape[0]
@@ -99,7 +106,7 @@ def probe_file(path: Path) -> tuple[int, int, int]:
 def first_non_finite(path: Path, block: int = 1 << 20) -> int | None:
     """The first frame of ``path`` holding a NaN or inf sample (None: all finite)."""
     offset = 0
-    for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+    for data in sf.blocks(sf_path(path), blocksize=block, dtype="float32", always_2d=True):
         finite = np.isfinite(data).all(axis=1)
         if not finite.all():
             return offset + int(np.argmin(finite))

@@ -17,6 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from cpc_lightning.data.audio.manifest import Utterance
+from cpc_lightning.data.audio.probe import sf_path
 from cpc_lightning.progress import track
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class AudioReader:
         self._pack_index = json.loads(path.with_suffix(".json").read_text()) if path else {}
 
     def _decode(self, path: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, int]:
-        data, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+        data, sr = sf.read(sf_path(path), start=start, stop=stop, dtype="float32", always_2d=True)
         mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
         return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
 

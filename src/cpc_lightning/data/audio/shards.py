@@ -21,12 +21,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cpc_lightning.data.audio.shard_folder import (
+    MANIFEST,
+    SPLITS,
+    check_out,
+    chunk_size,
+    is_url,
+    staging,
+)
 from cpc_lightning.data.audio.shard_items import encode_item, record_entry
 from cpc_lightning.errors import UserError
 
-MANIFEST = "cpc_manifest.json"
 FORMAT_VERSION = 1
-SPLITS = ("train", "test")
 
 
 def require_litdata() -> Any:
@@ -39,11 +45,6 @@ def require_litdata() -> Any:
             f"(import failed: {err})"
         ) from err
     return litdata
-
-
-def is_url(path: str | os.PathLike[str]) -> bool:
-    """``s3://``, ``gs://``, ... (anything with a scheme other than a local path)."""
-    return "://" in str(path) and not str(path).startswith("file://")
 
 
 def join(root: str, *parts: str) -> str:
@@ -59,28 +60,45 @@ def write_shards(
     dtype: str = "int16",
     source: Mapping[str, Any] | None = None,
     start_method: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write ``datamodule``'s splits as litdata shards under ``out``; return the manifest.
 
+    Everything is checked before anything is written (:func:`check_out`, ``dtype``,
+    ``chunk_bytes`` against the largest utterance); a local ``out`` is written as a temporary
+    sibling folder renamed into place at the end, so a failure leaves ``out`` as it was.
     ``start_method``: of the writer processes (litdata's default, ``spawn``, re-imports in each;
     ``fork`` starts faster where the caller has not started threads that hold locks).
     """
     litdata = require_litdata()
     if dtype not in ("int16", "float32"):
         raise UserError(f"dtype={dtype!r} must be int16 or float32")
-    if not is_url(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split in SPLITS:
-        records = datamodule.items(split)
-        if datamodule.short == "skip":  # never used at this window: leave them out
-            records = [r for r in records if r.num_samples >= datamodule.window]
-        splits[split] = [record_entry(r) for r in records]
-        if records:
-            fn = partial(encode_item, records=records, reader=datamodule.reader, dtype=dtype)
-            _optimize(litdata, fn, len(records), join(out, split), chunk_bytes, num_workers,
-                      start_method)  # fmt: skip
-    manifest = {
+    check_out(out, source or {}, overwrite)
+    records = {split: _records(datamodule, split) for split in SPLITS}
+    size = chunk_size(chunk_bytes, records, dtype)
+    with staging(out) as target:
+        for split, recs in records.items():
+            if recs:
+                fn = partial(encode_item, records=recs, reader=datamodule.reader, dtype=dtype)
+                _optimize(litdata, fn, len(recs), join(target, split), size, num_workers,
+                          start_method)  # fmt: skip
+        manifest = _manifest(datamodule, records, dtype, source)
+        _put_text(join(target, MANIFEST), json.dumps(manifest))
+    return manifest
+
+
+def _records(datamodule: Any, split: str) -> list[Any]:
+    records = datamodule.items(split)
+    if datamodule.short == "skip":  # never used at this window: leave them out
+        records = [r for r in records if r.num_samples >= datamodule.window]
+    return records
+
+
+def _manifest(
+    datamodule: Any, records: dict[str, list[Any]], dtype: str, source: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    splits = {split: [record_entry(r) for r in recs] for split, recs in records.items()}
+    return {
         "format": FORMAT_VERSION,
         "sample_rate": datamodule.sample_rate,
         "dtype": dtype,
@@ -95,8 +113,6 @@ def write_shards(
         "source": dict(source or {}),
         "splits": splits,
     }
-    _put_text(join(out, MANIFEST), json.dumps(manifest))
-    return manifest
 
 
 def _optimize(
@@ -104,7 +120,7 @@ def _optimize(
     fn: Any,
     count: int,
     output_dir: str,
-    chunk_bytes: str,
+    chunk_bytes: int,
     num_workers: int,
     start_method: str | None,
 ) -> None:

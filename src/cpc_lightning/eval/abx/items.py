@@ -55,21 +55,45 @@ class ItemSet:
 
 
 def read_items(path: str | Path) -> ItemSet:
-    """Read a ``.item`` file (header line, then seven whitespace-separated fields a line)."""
+    """Read a ``.item`` file (header line, then seven whitespace-separated fields a line).
+
+    A line whose times are not finite numbers with ``0 <= onset < offset`` is refused
+    (``ValueError`` naming the file and the line number)."""
     items = ItemSet()
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    if lines and lines[0].startswith("#"):
-        lines = lines[1:]
-    for n, line in enumerate(lines):
+    first = 2 if lines and lines[0].startswith("#") else 1
+    for n, line in enumerate(lines[first - 1 :], start=first):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 7:
-            raise ValueError(f"{path}: item line {n + 2} has {len(parts)} fields, expected 7")
+            raise ValueError(f"{path}: item line {n} has {len(parts)} fields, expected 7")
         file, onset, offset, phone, prev, nxt, speaker = parts
-        items.append(file, float(onset), float(offset), phone, prev, nxt, speaker)
+        on, off = _times(onset, offset, f"{path}: item line {n}")
+        items.append(file, on, off, phone, prev, nxt, speaker)
     return items
+
+
+def _times(onset: str, offset: str, where: str) -> tuple[float, float]:
+    """Onset and offset in seconds, refused unless finite with ``0 <= onset < offset``."""
+    values = []
+    for text in (onset, offset):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a number (seconds)") from None
+        if not np.isfinite(value):
+            raise ValueError(f"{where}: {text!r} is not a finite number (seconds)")
+        values.append(value)
+    on, off = values
+    if on < 0 or off < 0:
+        raise ValueError(f"{where}: negative time ({onset} {offset}); times are seconds >= 0")
+    if on > off:
+        raise ValueError(f"{where}: onset {on:g} is after its offset {off:g}")
+    if on == off:
+        raise ValueError(f"{where}: onset {on:g} equals its offset (an empty token)")
+    return on, off
 
 
 def write_items(items: ItemSet, path: str | Path) -> None:

@@ -150,10 +150,17 @@ class Tokens:
         onset = np.asarray(items.onset, dtype=np.float64)
         offset = np.asarray(items.offset, dtype=np.float64)
         frames, kept, lens = [], [], []
+        first: tuple[str, int] | None = None  # the first file loaded and its dimension
         for f, idx_list in by_file.items():
             feat = _load(features, f, device)
             if feat is None:
                 continue
+            first = first or (f, feat.shape[1])
+            if feat.shape[1] != first[1]:
+                raise ValueError(
+                    f"features of mixed dimensions: {first[0]!r} has dimension {first[1]} but "
+                    f"{f!r} has {feat.shape[1]}; score features of one model and layer at a time"
+                )
             idx = np.asarray(idx_list, dtype=np.int64)
             start, end = item_frames(onset[idx], offset[idx], frame_rate, feat.shape[0], mapping)
             ok = end > start
