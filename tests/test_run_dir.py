@@ -51,6 +51,12 @@ def test_holds_a_run(tmp_path: Path) -> None:
     assert run.holds_a_run() == run.checkpoints / "step4.ckpt"
     run.write_result({"metrics": {}})
     assert run.holds_a_run() == run.result
+    other = RunDir(tmp_path / "killed")  # killed before its first checkpoint: its rows count
+    other.root.mkdir()
+    other.metrics.write_text("")
+    assert other.holds_a_run() is None
+    other.metrics.write_text("epoch,step,train/loss\n0,0,2.5\n")
+    assert other.holds_a_run() == other.metrics
     run.last_checkpoint.write_bytes(b"x")
     assert run.holds_a_run() == run.last_checkpoint
 

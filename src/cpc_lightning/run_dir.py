@@ -52,11 +52,17 @@ def last_checkpoint_in(folder: str | Path) -> Path:
 
 def write_json(path: Path, data: Any, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (a temporary file beside it, renamed)."""
+    return write_text(path, json.dumps(data, indent=indent))
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed): a reader
+    sees the old file or the new one, never a part."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=indent))
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -161,13 +167,19 @@ class RunDir:
         return sorted(self.checkpoints.glob("*.ckpt"))
 
     def holds_a_run(self) -> Path | None:
-        """The file that shows a run was here (last checkpoint, result, a step checkpoint)."""
+        """The file that shows a run wrote results here (last checkpoint, result, a step
+        checkpoint, metrics rows), or None. The one rule every writer of a run dir follows: a
+        new run goes only into a dir where this is None."""
         if self.last_checkpoint.is_file():
             return self.last_checkpoint
         if self.result.is_file():
             return self.result
         found = self.checkpoint_files()
-        return found[-1] if found else None
+        if found:
+            return found[-1]
+        if self.metrics.is_file() and self.metrics.stat().st_size > 0:
+            return self.metrics  # killed before its first checkpoint: its rows are still results
+        return None
 
     def read_result(self) -> dict[str, Any] | None:
         """The result file's content; None if the run has not finished."""

@@ -207,6 +207,11 @@ def open_run(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
         root = RunDir.of_checkpoint(ckpt).root
     else:
         raise UserError("give run_dir=<training run dir> or checkpoint=<file>")
+    if root.is_file():
+        raise UserError(
+            f"run_dir={root} is a file, not a run dir: give the training run dir (the folder "
+            f"holding {RESOLVED_CONFIG}), or pass a checkpoint file as checkpoint={root}"
+        )
     if not root.is_dir():
         raise UserError(f"run_dir={root} does not exist")
     cfg = load_run_config(root)
@@ -281,6 +286,28 @@ def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
 _NOT_A_KEY = object()
 
 
+def check_run_dir_overrides(argv: list[str]) -> None:
+    """Before Hydra makes ``resume=``'s (or ``hydra.run.dir=``'s) path the output dir: refuse a
+    file there, and a ``resume=`` path that does not exist (Hydra would create it)."""
+    for item in argv:
+        key, _, value = item.partition("=")
+        if key not in ("resume", "hydra.run.dir") or not value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_file() and key == "resume":
+            raise UserError(
+                f"resume={value} is a file, not a run dir: give the run dir "
+                f"(resume={RunDir.of_checkpoint(path).root}), or start a new run from that "
+                f"checkpoint with ckpt_path={value}"
+            )
+        if path.is_file():
+            raise UserError(f"hydra.run.dir={value} is a file: give a folder")
+        if key == "resume" and not path.exists():
+            raise UserError(
+                f"resume={value} does not exist: give a run dir written by cpc_lightning.train"
+            )
+
+
 def resume_config(cfg: DictConfig) -> DictConfig:
     """``resume=<run dir>``: that run's saved config, with this command line's overrides on top.
 
@@ -310,9 +337,6 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.update(base, key, value, merge=False, force_add=True)
     base.resume = str(run_dir)
     base.ckpt_path = cfg.get("ckpt_path")
-    # Keep the run dir self-describing: Hydra rewrote its composed config with this command's
-    # composition; put the config the run actually continues with there.
-    if RunDir(here).hydra_dir.is_dir():
-        RunDir(here).hydra_config.write_text(OmegaConf.to_yaml(base, resolve=True))
+    # `train` writes this config into .hydra/config.yaml once the run goes ahead
     log.info("resuming run dir %s with its saved config", run_dir)
     return base

@@ -2,12 +2,19 @@
 
 Returns the metric named by ``optimized_metric`` (for sweepers). The Hydra run dir gets the
 files :class:`~cpc_lightning.run_dir.RunDir` names: the configs, the checkpoints (the last one
-included), ``metrics.csv`` and, at the end, the result file.
+included), ``metrics.csv`` and, at the end, the result file with the run's end state
+(``training/end_state.py``: ``ok``, else exit code 2).
+
+Everything is checked before the first file is written (config, data, model, the run dir's
+state, the checkpoint against the model: ``training/rerun.py``); a refused run changes nothing
+in its dir, Hydra's ``.hydra/`` and log file included (``training/job_files.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import math
 import traceback
@@ -25,9 +32,9 @@ from cpc_lightning.cli import entry_point
 from cpc_lightning.errors import user_error_from_worker, user_errors
 from cpc_lightning.eval.probes import end_of_training_probes, probe_datamodule
 from cpc_lightning.eval.settings import RunProbeSettings
-from cpc_lightning.run_dir import RunDir
+from cpc_lightning.run_dir import RunDir, write_text
 from cpc_lightning.runs import (
-    checkpoint_global_step,
+    check_run_dir_overrides,
     resolve_ckpt_path,
     resume_config,
     weights_tag,
@@ -35,10 +42,20 @@ from cpc_lightning.runs import (
 from cpc_lightning.training import wandb as wandb_setup
 from cpc_lightning.training.checkpointing import save_final_checkpoint
 from cpc_lightning.training.checks import check_training
+from cpc_lightning.training.configured_lr import ConfiguredLR
+from cpc_lightning.training.end_state import end_state
 from cpc_lightning.training.environment import choose_precision, run_environment
 from cpc_lightning.training.final_step import FinalStep
+from cpc_lightning.training.guard import TrainingDiverged
+from cpc_lightning.training.job_files import job_log, record_job
 from cpc_lightning.training.loggers import build_callbacks, build_loggers, in_multirun
-from cpc_lightning.training.rerun import prepare_point, refuse_to_overwrite
+from cpc_lightning.training.rerun import (
+    AlreadyFinished,
+    RunDirRefused,
+    check_start,
+    prepare_point,
+    refuse_to_overwrite,
+)
 from cpc_lightning.training.step_seed import StepSeed
 
 log = logging.getLogger("cpc_lightning.train")
@@ -64,7 +81,9 @@ def run_setup(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit CPC as configured; return the final metrics (and the probe table if run)."""
+    """Fit CPC as configured; return the result (final metrics, probe table if run, status).
+
+    Checks everything first; the run dir is written only once every check passed."""
     check_training(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
@@ -75,7 +94,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
     model = build_model(cfg)
     check_data_fits_model(model, datamodule)
-    initial = copy.deepcopy(model)  # the random-init baseline of the end-of-run probes
     probe_data = datamodule
     if cfg.probe.enabled and cfg.probe.get("data"):  # checked before training, not after
         with user_errors("probe.data"):
@@ -83,20 +101,46 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg, out_dir)
-    if ckpt_path is None:
+    if ckpt_path is None and not in_multirun():  # a sweep point: prepare_point decided
         refuse_to_overwrite(out_dir)
-    start_step = checkpoint_global_step(Path(ckpt_path)) if ckpt_path else None
+    try:
+        start_step = check_start(cfg, model, ckpt_path, _start_key(cfg))
+    except AlreadyFinished as done:
+        log.warning("%s", done)
+        return RunDir(out_dir).read_result() or {"metrics": {}}
+    # every check passed: from here on the run writes its dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = RunDir(out_dir)
-    run_dir.config_resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(RunDir(out_dir).config_resolved, OmegaConf.to_yaml(cfg, resolve=True))
+    record_job(cfg, out_dir)
+    with job_log(out_dir):
+        return _train(cfg, model, datamodule, probe_data, ckpt_path, start_step)
+
+
+def _start_key(cfg: DictConfig) -> str:
+    """The override that chose the checkpoint this run starts from (for messages)."""
+    if cfg.get("ckpt_path"):
+        return f"ckpt_path={cfg.ckpt_path}"
+    return f"resume={cfg.resume}" if cfg.get("resume") else "auto_resume=true"
+
+
+def _train(
+    cfg: DictConfig,
+    model: Any,
+    datamodule: Any,
+    probe_data: Any,
+    ckpt_path: str | None,
+    start_step: int | None,
+) -> dict[str, Any]:
+    """Fit, decide the end state, write the last checkpoint (if ok) and the result file."""
+    initial = copy.deepcopy(model)  # the random-init baseline of the end-of-run probes
+    run_dir = RunDir(cfg.paths.output_dir)
     setup = run_setup(cfg)
     log.info("run: %s", " ".join(f"{k}={v}" for k, v in setup.items()))
-
-    loggers = build_loggers(cfg, out_dir, resuming=ckpt_path is not None)
+    loggers = build_loggers(cfg, run_dir.root, resuming=ckpt_path is not None)
     with user_errors("trainer"):
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
-            callbacks=[*build_callbacks(cfg), FinalStep(), StepSeed(cfg.seed)],
+            callbacks=[*build_callbacks(cfg), FinalStep(), StepSeed(cfg.seed), ConfiguredLR()],
             logger=loggers or False,
             use_distributed_sampler=not datamodule.handles_distributed,
             precision=choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator)),
@@ -104,19 +148,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     environment = run_environment(trainer)
     for lg in loggers:  # nested: must not shadow W&B's resolved config
         lg.log_hyperparams({"setup": setup, "environment": environment})
-    _fit(trainer, model, datamodule, ckpt_path)
-    last = run_dir.last_checkpoint
-    global_step = save_final_checkpoint(trainer, last)
-
+    with contextlib.suppress(TrainingDiverged):  # a streak stop: the end state below says so
+        _fit(trainer, model, datamodule, ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    result: dict[str, Any] = {"setup": setup, "metrics": metrics, "global_step": global_step}
-    result["environment"] = environment
+    state = end_state(trainer, metrics)
+    last = run_dir.last_checkpoint
+    global_step = save_final_checkpoint(trainer, last) if state.ok else trainer.global_step
+    result: dict[str, Any] = {"status": state.status, "setup": setup, "metrics": metrics}
+    result.update(global_step=global_step, environment=environment)
+    if not state.ok:
+        result["diverged"] = state.why
     if start_step is not None:
         result["resumed_from_step"] = start_step
+    if run_dir.converted_from.is_file():  # a continued converted run still says where it began
+        result["converted_from"] = json.loads(run_dir.converted_from.read_text())
     if trainer.is_global_zero:
-        if cfg.probe.enabled:
+        if cfg.probe.enabled and state.ok:
             _probe(cfg, model, initial, probe_data, last, trainer, result)
         run_dir.write_result(result)
+    if not state.ok:
+        raise state.error(run_dir.checkpoints)
     return result
 
 
@@ -161,16 +212,20 @@ def _probe(
         print("\nLinear probes on frozen features (held-out split, accuracy):\n" + table)
 
 
-def _record_failure(exc: BaseException) -> float:
-    """In a sweep, keep going: write the failure into this point's dir; the point scores NaN."""
+def _record_failure(exc: BaseException, cfg: DictConfig) -> float:
+    """In a sweep, keep going: write the failure into this point's dir (not into a dir holding
+    another run: nothing is changed there); the point scores NaN."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    RunDir(out_dir).failed.write_text("".join(traceback.format_exception(exc)))
     log.error("sweep point failed (%s): %s", out_dir, exc)
+    if isinstance(exc, RunDirRefused):
+        return math.nan
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(RunDir(out_dir).failed, "".join(traceback.format_exception(exc)))
+    record_job(cfg, out_dir)  # the sweep summary finds its points by .hydra/overrides.yaml
     return math.nan
 
 
-@entry_point("cpc_lightning", "train")
+@entry_point("cpc_lightning", "train", check_argv=check_run_dir_overrides)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: returns ``cfg.optimized_metric`` (NaN for a failed sweep point); a
     single run's :class:`~cpc_lightning.errors.UserError` is one line, exit code 2."""
@@ -181,7 +236,7 @@ def main(cfg: DictConfig) -> float | None:
         result = reused or train(cfg)
     except Exception as exc:
         if in_multirun():
-            return _record_failure(exc)
+            return _record_failure(exc, cfg)
         raise
     finally:
         wandb_setup.finish()

@@ -3,8 +3,8 @@ one message, no checkpoint holds NaN, ranks decide together, GradScaler skips ar
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from pathlib import Path
 
 import pytest
@@ -180,7 +180,7 @@ def test_bad_guard_settings_are_named():
 
 
 # ------------------------------------------------------------------------------ the CLI
-def test_lr_1e30_stops_with_one_message_and_a_finite_last_ckpt(tmp_path):
+def test_lr_1e30_stops_with_one_message_and_no_diverged_checkpoint(tmp_path):
     """Finding 1: lr=1e30 gave NaN from step 1, exit code 0 and NaN checkpoints."""
     run = tmp_path / "run"
     proc = run_train(
@@ -192,13 +192,13 @@ def test_lr_1e30_stops_with_one_message_and_a_finite_last_ckpt(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "Traceback" not in proc.stderr
     assert "training diverged" in errors[0] and "model.optimizer.lr" in errors[0]
-    assert not (run / "result.json").exists()
+    # step 0's update gave the NaN: no checkpoint holds weights whose loss was finite, and the
+    # weights of the streak are not saved as if they were
+    assert "no checkpoint is from before step 1" in errors[0]
+    assert json.loads((run / "result.json").read_text())["status"] == "diverged"
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
         assert finite(ckpt), ckpt
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert last["global_step"] == 11 and math.isfinite(
-        float(sum(v.float().sum() for v in last["state_dict"].values()))
-    )
+    assert not (run / "checkpoints" / "last.ckpt").exists()
 
 
 class OneRankNaN(Flaky):

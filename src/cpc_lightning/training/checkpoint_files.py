@@ -1,7 +1,7 @@
 """Reading checkpoint files: what is wrong with one, and the newest intact one in a folder.
 
 Shared by ``runs`` (resume, ``evaluate``/``extract``), ``training/rerun.py`` and the divergence
-guard. Imports nothing of cpc_lightning (a leaf: every layer may use it without a circle).
+guard. Imports only ``run_dir`` of cpc_lightning (a leaf: every layer may use it without a circle).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from cpc_lightning.run_dir import LAST_CHECKPOINT
 
 #: What a checkpoint must hold to resume training (Lightning's full training state).
 TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
@@ -60,17 +62,18 @@ def newest_intact_checkpoint(
     folder: Path, exclude: Path | None = None, before_step: int | None = None
 ) -> tuple[Path, int] | None:
     """The checkpoint in ``folder`` with the highest global step (below ``before_step``) among
-    those that load as training checkpoints, with that step; None if there is none."""
-    best: tuple[int, int, Path] | None = None
+    those that load as training checkpoints, with that step; None if there is none. Of two at
+    the same step, a step file is preferred to the last checkpoint (a name a later run replaces)."""
+    best: tuple[int, bool, int, Path] | None = None
     for path in Path(folder).glob("*.ckpt"):
         if path == exclude or checkpoint_problem(path, TRAINING_KEYS) is not None:
             continue
         step = int(load_checkpoint(path, mmap=True).get("global_step", -1))
         if before_step is not None and step >= before_step:
             continue
-        key = (step, path.stat().st_mtime_ns, path)
-        best = key if best is None or key[:2] > best[:2] else best
-    return None if best is None else (best[2], best[0])
+        key = (step, path.name != LAST_CHECKPOINT, path.stat().st_mtime_ns, path)
+        best = key if best is None or key[:3] > best[:3] else best
+    return None if best is None else (best[3], best[0])
 
 
 def checkpoint_global_step(path: Path) -> int | None:

@@ -121,6 +121,9 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         return super()._should_skip_saving_checkpoint(trainer) or steps_being_skipped(trainer)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        # every save path goes through here (Lightning's on_train_end and on_exception too)
+        if steps_being_skipped(trainer):
+            return
         if not weights_finite(trainer, trainer.lightning_module):
             if trainer.is_global_zero:
                 log.warning(

@@ -1,8 +1,8 @@
 """Finiteness checks shared by the divergence guard and the checkpoints.
 
-:func:`weights_finite` keeps ``AtomicModelCheckpoint`` from writing NaN/inf weights and lets the
-guard save the last finite ones; :func:`steps_being_skipped` keeps checkpoints from being
-written while the guard is skipping steps. Imports nothing of cpc_lightning, so
+:func:`weights_finite` keeps ``AtomicModelCheckpoint`` (and the final checkpoint) from writing
+NaN/inf weights; :func:`steps_being_skipped` keeps checkpoints from being written while the guard
+is skipping steps or the loss is exploded. Imports nothing of cpc_lightning, so
 ``training/guard.py`` and ``training/checkpointing.py`` both build on it without a circle.
 """
 
@@ -35,6 +35,7 @@ def weights_finite(trainer: pl.Trainer, module: torch.nn.Module) -> bool:
 
 
 def steps_being_skipped(trainer: pl.Trainer) -> bool:
-    """Whether a callback of ``trainer`` (the divergence guard) is skipping steps right now: its
-    ``in_streak`` is True, so the weights are a suspect state not worth a checkpoint."""
-    return any(bool(getattr(cb, "in_streak", False)) for cb in trainer.callbacks)
+    """Whether a callback of ``trainer`` (the divergence guard) finds the weights suspect right
+    now (steps being skipped, or the loss exploded): its ``suspect`` is True, so the state is
+    not worth a checkpoint."""
+    return any(bool(getattr(cb, "suspect", False)) for cb in trainer.callbacks)

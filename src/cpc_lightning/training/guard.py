@@ -4,11 +4,14 @@ Each optimizer step, :class:`DivergenceGuard` looks at the loss of the step's ba
 and at the gradients. If either is non-finite on any DDP rank, every rank skips the step
 together (gradients dropped, weights and optimizer state unchanged); the skip is counted
 (``guard/skipped_steps`` in the logs) and warned about. ``max_consecutive`` skips in a row stop
-the run: the finite weights are written to the last checkpoint (``RunDir.last_checkpoint``) and
-:class:`TrainingDiverged` names the step, the checkpoints and the usual fixes (the entry point
-prints it as one line, exit code 2).
-While steps are being skipped no checkpoint is written, and no checkpoint is ever written from
-non-finite weights (``training/finite.weights_finite``, used by ``AtomicModelCheckpoint``).
+the run: :class:`TrainingDiverged` names the steps, the newest checkpoint from before them (the
+newest whose loss was finite: the weights a streak starts from are the ones that gave the first
+non-finite loss, so they are not saved) and the usual fixes (the entry point prints it as one
+line, exit code 2).
+While steps are being skipped or the loss is exploded no checkpoint is written, and no checkpoint
+is ever written from non-finite weights (``training/finite``, used by ``AtomicModelCheckpoint``).
+How a run ends (ok or diverged) is decided from :meth:`DivergenceGuard.verdict` in
+``training/end_state.py``.
 
 Under ``16-mixed`` the GradScaler already skips steps whose gradients overflow and lowers its
 scale: those are routine, not divergence, and are not counted; only a non-finite loss is. A loss
@@ -31,10 +34,9 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from cpc_lightning.errors import UserError
-from cpc_lightning.run_dir import last_checkpoint_in
+from cpc_lightning.run_dir import RunDir
 from cpc_lightning.training.checkpoint_files import newest_intact_checkpoint
-from cpc_lightning.training.checkpointing import atomic_save_checkpoint
-from cpc_lightning.training.finite import tensors_finite, weights_finite
+from cpc_lightning.training.finite import tensors_finite
 
 log = logging.getLogger("cpc_lightning.guard")
 
@@ -45,7 +47,25 @@ FIXES = (
 
 
 class TrainingDiverged(UserError):
-    """The loss or the gradients stayed non-finite for ``max_consecutive`` steps."""
+    """The run diverged: a streak of non-finite steps, or an end in a skipped or exploded step."""
+
+
+def diverged_message(what: str, folder: Path | None, since: int | None) -> str:
+    """The one line of a diverged run: ``what`` happened, the newest checkpoint in ``folder``
+    from before step ``since`` (its weights gave finite losses) and the fixes."""
+    good = None
+    if folder is not None and Path(folder).is_dir():
+        good = newest_intact_checkpoint(Path(folder), before_step=since)
+    before = "" if since is None else f" from before step {since}"
+    if good is None:
+        where = f"no checkpoint is{before}: start a new run in another hydra.run.dir"
+    else:
+        run = RunDir.of_checkpoint(good[0]).root
+        where = (
+            f"the newest checkpoint{before} is {good[0]} (step {good[1]}): continue from it "
+            f"with resume={run} ckpt_path={good[0]}"
+        )
+    return f"training diverged: {what}; {where}. To fix: {FIXES}"
 
 
 def _grad_scaler(trainer: pl.Trainer) -> Any:
@@ -81,6 +101,7 @@ class DivergenceGuard(Callback):
         self.skipped = 0  # steps skipped since the run began (resumes included)
         self.consecutive = 0  # skipped steps in a row, up to now
         self.first_bad_step: int | None = None  # global step of the first skip of this streak
+        self.explode_start: int | None = None  # step the current loss excursion began
         self.spikes = 0  # loss explosions warned about
         self._history: deque[float] = deque(maxlen=self.window)
         self._exploding = False
@@ -99,6 +120,7 @@ class DivergenceGuard(Callback):
             "history": list(self._history),
             "exploding": self._exploding,
             "warned_at": self._warned_at,
+            "explode_start": self.explode_start,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -109,11 +131,39 @@ class DivergenceGuard(Callback):
         self._history = deque(state_dict.get("history", []), maxlen=self.window)
         self._exploding = bool(state_dict.get("exploding", False))
         self._warned_at = state_dict.get("warned_at")
+        self.explode_start = state_dict.get("explode_start")
 
     @property
     def in_streak(self) -> bool:
         """Whether the last step was skipped (the weights are those of the streak's start)."""
         return self.consecutive > 0
+
+    @property
+    def suspect(self) -> bool:
+        """Whether the weights are suspect now (steps skipped, or the loss exploded): no
+        checkpoint is written from them."""
+        return self.in_streak or self._exploding
+
+    def verdict(self) -> tuple[str, int | None] | None:
+        """Why the run diverged if it ended now (what happened, the first bad step), or None:
+        its last step was skipped, or its loss is still above ``max_loss_ratio`` x the running
+        median of the losses before the excursion."""
+        if self.in_streak:
+            steps = f"{self.consecutive} steps" if self.consecutive > 1 else "step"
+            what = (
+                f"its last {steps} (from step {self.first_bad_step}) had a non-finite loss or "
+                "gradient and were skipped"
+            )
+            return what, self.first_bad_step
+        if self._exploding and self._history:
+            typical = median(self._history)
+            what = (
+                f"its loss exploded from step {self.explode_start} on and ends at "
+                f"{self._loss_value:.4g}, {self._loss_value / typical:.3g} x its running median "
+                f"{typical:.4g} (callbacks.guard.max_loss_ratio={self.max_loss_ratio:g})"
+            )
+            return what, self.explode_start
+        return None
 
     # --- hooks ----------------------------------------------------------------------------
     def on_before_backward(
@@ -187,6 +237,7 @@ class DivergenceGuard(Callback):
             quiet = self._warned_at is not None and step - self._warned_at < self.window
             if exploding and not self._exploding:
                 self.spikes += 1
+                self.explode_start = step
                 if trainer.is_global_zero and not quiet:
                     self._warned_at = step
                     log.warning(
@@ -201,29 +252,15 @@ class DivergenceGuard(Callback):
                     )
         self._exploding = exploding
         if not exploding:
+            self.explode_start = None
             self._history.append(value)
 
     def _stop(self, trainer: pl.Trainer, step: int) -> None:
         callback = trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
         first = self.first_bad_step if self.first_bad_step is not None else step
-        saved = ""
-        if folder is not None and weights_finite(trainer, trainer.lightning_module):
-            last = last_checkpoint_in(folder)
-            atomic_save_checkpoint(trainer, last)
-            saved = (
-                f"; {last} now holds the weights of step {first} (finite: the "
-                "skipped steps left them unchanged)"
-            )
-        before = newest_intact_checkpoint(folder, before_step=first) if folder else None
-        good = (
-            f"the newest checkpoint from before step {first} is {before[0]} (step {before[1]})"
-            if before
-            else f"no checkpoint is from before step {first}"
+        what = (
+            f"the loss or the gradients were non-finite for {self.consecutive} steps in a row "
+            f"(steps {first}-{step}; callbacks.guard.max_consecutive={self.max_consecutive})"
         )
-        raise TrainingDiverged(
-            f"training diverged: the loss or the gradients were non-finite for "
-            f"{self.consecutive} steps in a row (steps {first}-{step}; "
-            f"callbacks.guard.max_consecutive={self.max_consecutive}){saved}; {good}. To fix: "
-            f"{FIXES}"
-        )
+        raise TrainingDiverged(diverged_message(what, folder, first))
