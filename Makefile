@@ -30,6 +30,7 @@ test-all: $(STAMP) ## Run every test, slow ones (DDP, sweeps, kill/resume) inclu
 
 bench: $(STAMP) ## Benchmarks: training step (32-true vs bf16-mixed), InfoNCE vs. reference, logging overhead, data loading (files vs shards), ABX
 	$(PY) benchmarks/step.py $(ARGS)
+	$(PY) benchmarks/image_step.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/data_streaming.py

@@ -1,4 +1,4 @@
-"""Audio encoder: shapes, downsampling, receptive field, normalisation options."""
+"""Encoders: audio shapes, receptive field, norms; the patch ResNet's exact fast paths."""
 
 import pytest
 import torch
@@ -78,3 +78,83 @@ def test_strided_conv_equals_conv1d_on_every_path(cin, kernel, stride, padding, 
     ref = torch.nn.functional.conv1d(x.transpose(1, 2), w, conv.bias, stride, padding)
     torch.testing.assert_close(conv(x), ref.transpose(1, 2))
     torch.autograd.gradcheck(conv, (x[:, :30].detach().requires_grad_(),))
+
+
+# ------------------------------------------------------------------ image: PatchResNet fast paths
+def _fast_and_plain(enc: torch.nn.Module, x: torch.Tensor):
+    """Outputs and parameter gradients of ``enc`` with its matrix-product paths on, then off."""
+    import copy
+
+    from cpc_lightning.model.encoders.patch import fast_paths
+
+    results = []
+    for fast in (True, False):
+        net = fast_paths(copy.deepcopy(enc), fast).train()
+        xi = x.clone().requires_grad_(True)
+        z = net(xi)
+        (z * torch.linspace(-1, 1, z.shape[-1], dtype=z.dtype)).square().sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        results.append((z.detach(), xi.grad, grads))
+    return results
+
+
+@pytest.mark.parametrize("norm", ["layer", "group", "batch"])
+@pytest.mark.parametrize(
+    "kwargs,patch",
+    [
+        ({"preset": "small"}, 8),
+        ({"preset": "resnet50", "widths": [8, 16, 32]}, 16),
+        ({"preset": "resnet101", "widths": [4, 8, 8]}, 8),
+        ({"preset": "resnet50", "blocks": [1, 1, 1, 2], "widths": [8, 8, 16, 8]}, 8),
+        ({"preset": "resnet50", "blocks": [1, 2], "widths": [8, 8], "stem": "small"}, 5),
+    ],
+    ids=["small", "resnet50-16px", "resnet101", "bolts-like", "odd-map"],
+)
+def test_patch_resnet_fast_paths_equal_the_convolutions(kwargs, patch, norm):
+    """The 1x1-map / 1x1-kernel matmuls and the layer_norm GroupNorm: same z and gradients."""
+    from cpc_lightning.model.encoders.patch import PatchResNet
+
+    torch.manual_seed(0)
+    enc = PatchResNet(norm=norm, out_dim=12, expansion=None, **kwargs).double()
+    for p in enc.parameters():  # non-trivial affine parameters
+        p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(1, 2, 2, 3, patch, patch, dtype=torch.float64)
+    (z, gx, grads), (z_ref, gx_ref, grads_ref) = _fast_and_plain(enc, x)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(gx, gx_ref)
+    for name, g in grads_ref.items():
+        torch.testing.assert_close(grads[name], g, msg=name)
+
+
+def test_patch_resnet_fast_paths_float32_and_expansion():
+    """bolts' CPC v2 shapes (expansion 4, 4, 8, 4) in float32: equal to float32 rounding."""
+    from cpc_lightning.model.encoders.patch import PatchResNet
+
+    torch.manual_seed(0)
+    enc = PatchResNet(
+        "resnet50", blocks=[1, 1, 1, 1], widths=[8, 16, 32, 32], stem="standard",
+        expansion=[4, 4, 8, 4], out_dim=16,
+    )  # fmt: skip
+    assert enc.feature_dim == 128 and enc.body[4].conv3.out_channels == 256
+    x = torch.randn(2, 7, 7, 3, 8, 8)
+    (z, gx, grads), (z_ref, gx_ref, grads_ref) = _fast_and_plain(enc, x)
+    torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, g in grads_ref.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_patch_resnet_state_dict_keys_unchanged_and_expansion_checked():
+    from cpc_lightning.model.encoders.patch import PatchResNet
+
+    enc = PatchResNet("resnet50", blocks=[1, 1], widths=[4, 8])
+    keys = set(enc.state_dict())
+    assert {"body.2.conv1.weight", "body.2.norm1.weight", "body.2.shortcut.weight"} <= keys
+    assert (
+        PatchResNet("resnet50", blocks=[1, 1], widths=[4, 8], expansion=4).state_dict().keys()
+        == keys
+    )
+    with pytest.raises(ValueError, match="expansion"):
+        PatchResNet("small", expansion=2)
+    with pytest.raises(ValueError, match="expansion"):
+        PatchResNet("resnet50", expansion=[4, 8])
