@@ -21,13 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.build import build_model
 from cpc_lightning.cli import entry_point
-from cpc_lightning.errors import user_errors
+from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.eval.probes import baseline_names, comparison_sources
 from cpc_lightning.eval.registry import check_task, get_task, headline, run_task
 from cpc_lightning.eval.report import Report, write_report
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.eval.speech_tasks import score_feature_dir
 from cpc_lightning.eval.tasks import TaskInputs
+from cpc_lightning.run_dir import RunDir
 from cpc_lightning.runs import Run, data_config, open_data, open_run, weights_tag
 from cpc_lightning.training import wandb as wandb_setup
 
@@ -44,11 +45,13 @@ def random_init_model(run_cfg: DictConfig, seed: int) -> Any:
         torch.random.set_rng_state(state)
 
 
-def settings_of(cfg: DictConfig) -> EvalSettings:
-    """Probe settings: ``probe.*`` plus the feature and device keys of the entry config."""
+def settings_of(cfg: DictConfig, modality: str | None = None) -> EvalSettings:
+    """Probe settings: ``probe.*`` plus the feature and device keys of the entry config (null
+    ones set to ``modality``'s defaults when given)."""
     keys = ("feature", "layer", "pool", "device", "precision", "normalise")
     with user_errors("probe settings"):
-        return EvalSettings.from_node(cfg.probe, **{k: cfg.get(k) for k in keys})
+        s = EvalSettings.from_node(cfg.probe, **{k: cfg.get(k) for k in keys})
+        return s if modality is None else s.for_modality(modality)
 
 
 def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any]:
@@ -66,6 +69,22 @@ def _meta(run: Run, datamodule: Any, data_cfg: dict, seed: int) -> dict[str, Any
     }
 
 
+def check_checkpoint_of_run_dir(cfg: DictConfig) -> None:
+    """``run_dir=A checkpoint=<a file outside A>`` would file that checkpoint's scores under
+    ``A/eval`` as A's: refused unless ``out_dir`` says where they go."""
+    run_dir, checkpoint = cfg.get("run_dir"), cfg.get("checkpoint")
+    if not run_dir or not checkpoint or cfg.get("out_dir"):
+        return
+    root = Path(str(run_dir)).expanduser().resolve()
+    ckpt = Path(str(checkpoint)).expanduser().resolve()
+    if root not in ckpt.parents:
+        raise UserError(
+            f"checkpoint={ckpt} is not in run_dir={root}: its scores would be written to "
+            f"{root / 'eval'} as that run's; give checkpoint= alone (scores go to "
+            f"{RunDir.of_checkpoint(ckpt).root / 'eval'}) or out_dir=<folder> for them"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the run's frozen features (and baselines) on ``cfg.task``; return the report's
     JSON."""
@@ -74,10 +93,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with user_errors("evaluation"):
             report = score_feature_dir(cfg)
         return _finish(cfg, report, None)
+    check_checkpoint_of_run_dir(cfg)
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
     check_task(task, datamodule)
-    settings = settings_of(cfg)
+    settings = settings_of(cfg, datamodule.modality)
     seed = int(
         cfg.random_init_seed if cfg.random_init_seed is not None else run.config.get("seed", 0)
     )

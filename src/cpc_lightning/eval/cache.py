@@ -24,6 +24,8 @@ from cpc_lightning.eval.tasks import Split, Task
 #: ``{task: {"train": (X, y), "test": (X, y)}}``
 TaskFeatures = dict[str, dict[str, Split]]
 KEY_SETTINGS = ("feature", "layer", "pool", "normalise", "max_train_items", "max_test_items")
+#: Image rows' settings and version (2: capped splits are seeded subsets, pooled as ``pool``).
+IMAGE_KEY = {"image_rows": 2}
 
 
 def _hash(payload: Mapping[str, Any]) -> str:
@@ -39,6 +41,7 @@ def _cache_path(
     settings: EvalSettings,
     window_frames: int,
     seed: int,
+    image: bool = False,
 ) -> Path | None:
     if cache_dir is None or source.tag is None:
         return None
@@ -51,6 +54,8 @@ def _cache_path(
         "seed": seed,
         **{k: getattr(settings, k) for k in KEY_SETTINGS},
     }
+    if image:
+        payload.update(IMAGE_KEY, pixel_side=settings.pixel_side)
     return Path(cache_dir) / f"{task}_{source.name}_{_hash(payload)}.pt"
 
 
@@ -65,7 +70,7 @@ def _extract(
     if datamodule.modality == "image":  # grid-pooled rows, labelled by each task's batch key
         return {
             t.name: {
-                s: image_class_features(source, datamodule, s, settings, t.image_labels)
+                s: image_class_features(source, datamodule, s, settings, t.image_labels, seed)
                 for s in ("train", "test")
             }
             for t in tasks
@@ -96,8 +101,11 @@ def extract_features(
     ``{"seconds", "cached", "cache_file"}``.
     """
     window_frames = max(1, int(getattr(datamodule, "window", 0) or 0) // LABEL_HOP)
+    image = getattr(datamodule, "modality", "audio") == "image"
     paths = {
-        t.name: _cache_path(cache_dir, t.name, source, data_key, settings, window_frames, seed)
+        t.name: _cache_path(
+            cache_dir, t.name, source, data_key, settings, window_frames, seed, image
+        )
         for t in tasks
     }
     out: TaskFeatures = {}

@@ -84,3 +84,47 @@ def paired_bootstrap(first: PerPair, second: PerPair, **kw: Any) -> dict[str, An
     return bootstrap_difference(
         [a[k] for k in common], [b[k] for k in common], unit="phone pair", **kw
     )
+
+
+def compare_accuracy(
+    entries: Mapping[str, Mapping[str, Any]], unit: str = "test item", seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """The first source's accuracy minus each other one's (points), with the paired bootstrap
+    over the test items of :func:`bootstrap_difference` (``{other: {"accuracy": ...}}``).
+
+    Each entry's ``item_correct`` is its per-item correctness, already averaged over the probe
+    seeds, in the same item order for every source; entries without it are skipped."""
+    names = [n for n, e in entries.items() if e.get("item_correct")]
+    if len(names) < 2 or names[0] != next(iter(entries)):
+        return {}
+    first = [100.0 * c for c in entries[names[0]]["item_correct"]]
+    out = {}
+    for other in names[1:]:
+        second = [100.0 * c for c in entries[other]["item_correct"]]
+        if len(second) == len(first):
+            out[other] = {"accuracy": bootstrap_difference(first, second, seed=seed, unit=unit)}
+    return out
+
+
+def comparison_lines(
+    comparison: Mapping[str, Mapping[str, Any]],
+    entries: Mapping[str, Mapping[str, Any]],
+    points: str = "accuracy points",
+) -> str:
+    """Lines under a table: the first source minus each baseline, with its interval."""
+    if not comparison:
+        return ""
+    first = entries[next(iter(entries))]["label"]
+    lines = [
+        f"\n\n{first} minus each baseline, {points}, with the 95 % interval of a paired "
+        "bootstrap over the held-out units (an interval holding 0: these items cannot rank "
+        "the two):"
+    ]
+    for other, figures in comparison.items():
+        cells = [
+            f"{name} {c['difference']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]"
+            f" ({c['units']} {c['unit']}s)"
+            for name, c in figures.items()
+        ]
+        lines.append(f"- vs {entries[other]['label']}: " + "; ".join(cells))
+    return "\n".join(lines)

@@ -14,31 +14,37 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
 
 from cpc_lightning.data.audio.frames import HOP_SECONDS, LABEL_HOP
 from cpc_lightning.eval.mfcc import mfcc_frames, mfcc_transform
 from cpc_lightning.eval.settings import EvalSettings
 from cpc_lightning.eval.tasks import Split, Task
+from cpc_lightning.model.pooling import pool_grid
 from cpc_lightning.progress import Progress, track
 
 LABELS = {
     "cpc": "CPC (trained)",
     "random_init": "random init (same nets)",
     "mfcc": "MFCC (39-d)",
+    "pixels": "raw pixels (standardised)",
 }
 
 
 @dataclass
 class Source:
-    """A feature source: a ``CPCModule`` (trained, or at random init) or None for MFCC."""
+    """A feature source: a ``CPCModule`` (trained, or at random init) or None for MFCC (audio)
+    and the raw pixels (``name="pixels"``, images)."""
 
     name: str
     model: Any = None
     tag: str | None = None  # identifies the weights for the cache (None: do not cache)
+    title: str | None = None  # the label, when not LABELS[name]
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.name, self.name)
+        return self.title or LABELS.get(self.name, self.name)
 
 
 def device_of(name: str) -> torch.device:
@@ -102,8 +108,9 @@ class _Featurizer:
         model.eval().to(self.device)
 
         def run(x: torch.Tensor) -> torch.Tensor:
+            feature = s.feature or ("z" if getattr(model, "modality", "") == "image" else "c")
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                return model.features(x.to(self.device), s.feature, s.layer).float().cpu()
+                return model.features(x.to(self.device), feature, s.layer).float().cpu()
 
         return run
 
@@ -170,7 +177,7 @@ def audio_task_features(
     """Rows and labels per task name for one split of an audio DataModule, from one source
     (each task's ``rows`` of every utterance)."""
     records = split_records(datamodule, split, settings, seed)
-    how = "meanstd" if source.model is None else settings.pool
+    how = "meanstd" if source.model is None else str(settings.for_modality("audio").pool)
     feats = utterance_features(
         source, datamodule, records, settings, f"features {source.name} {split}"
     )
@@ -189,24 +196,76 @@ def audio_task_features(
     return out
 
 
+def image_from_grid(grid: torch.Tensor, stride: int) -> torch.Tensor:
+    """Patch grids ``(B, G, G, C, P, P)`` (cut with ``stride``) -> the images they were cut from,
+    ``(B, C, S, S)`` with ``S = (G - 1) stride + P`` (``torch.nn.functional.fold``; pixels
+    covered by several patches are averaged, so an unaugmented grid gives the image back)."""
+    b, gh, gw, c, p, _ = grid.shape
+    cols = grid.permute(0, 3, 4, 5, 1, 2).reshape(b, c * p * p, gh * gw)
+    size = ((gh - 1) * stride + p, (gw - 1) * stride + p)
+    summed = F.fold(cols, size, kernel_size=p, stride=stride)
+    cover = F.fold(torch.ones_like(cols[:1]), size, kernel_size=p, stride=stride)
+    return summed / cover.clamp_min(1.0)
+
+
+def pixel_rows(grid: torch.Tensor, stride: int, side: int | None) -> torch.Tensor:
+    """The pixel baseline's rows ``(B, C S S)``: the preprocessed images of patch grids (same
+    crop and normalisation as the model's input), area-averaged to ``side`` when larger."""
+    img = image_from_grid(grid.float(), stride)
+    if side is not None and max(img.shape[-2:]) > side:
+        img = F.adaptive_avg_pool2d(img, side)
+    return img.flatten(1)
+
+
+def pixel_label(datamodule: Any, settings: EvalSettings) -> str:
+    """How reports name the pixel baseline (with the size when area-averaged)."""
+    size = int(getattr(datamodule, "image_size", 0) or 0)
+    side = settings.pixel_side
+    if side is not None and size > side:
+        return f"raw pixels (standardised, area-averaged to {side}x{side})"
+    return "raw pixels (standardised)"
+
+
+def _image_loader(datamodule: Any, split: str, settings: EvalSettings, seed: int) -> Any:
+    """The unaugmented loader of ``split``, limited to a seeded subset of ``max_train_items`` /
+    ``max_test_items`` images (every class, not the first ones of a class-sorted folder)."""
+    batch = max(settings.extract_batch, 1)
+    loader = datamodule.feature_loader(split, batch_size=batch)
+    cap = settings.max_train_items if split == "train" else settings.max_test_items
+    dataset = getattr(loader, "dataset", None)
+    if cap is None or dataset is None or len(dataset) <= cap:
+        return loader
+    keep = select(range(len(dataset)), cap, seed)
+    workers = int(getattr(datamodule, "num_workers", 0) or 0)
+    return DataLoader(Subset(dataset, keep), batch_size=batch, shuffle=False, num_workers=workers)
+
+
 @torch.no_grad()
 def image_class_features(
-    source: Source, datamodule: Any, split: str, settings: EvalSettings, key: str = "label"
+    source: Source,
+    datamodule: Any,
+    split: str,
+    settings: EvalSettings,
+    key: str = "label",
+    seed: int = 0,
 ) -> Split:
-    """Grid-pooled features ``(N, D)`` and the labels (batch ``key``) of one split of an image
-    DataModule."""
-    if source.model is None:
+    """Rows ``(N, D)`` and the labels (batch ``key``) of one split of an image DataModule: the
+    model's grid (``settings.feature``) pooled as ``settings.pool`` (``model/pooling.py``), or
+    for the ``pixels`` source the preprocessed images' pixels (:func:`pixel_rows`)."""
+    if source.model is None and source.name != "pixels":
         raise ValueError("image runs have no MFCC baseline")
-    cap = settings.max_train_items if split == "train" else settings.max_test_items
-    xs, ys, seen = [], [], 0
-    loader = datamodule.feature_loader(split, batch_size=max(settings.extract_batch, 1))
-    with _Featurizer(source, settings, 0) as featurize:
+    s = settings.for_modality("image")
+    cap = s.max_train_items if split == "train" else s.max_test_items
+    stride = int(getattr(datamodule, "stride", 0) or 0)
+    xs, ys = [], []
+    loader = _image_loader(datamodule, split, s, seed)
+    featurize = _Featurizer(source, s, 0) if source.model is not None else nullcontext()
+    with featurize as run:
         for batch in track(loader, f"features {source.name} {split}", unit="batch"):
-            f = featurize(batch["x"]).mean((1, 2))  # (B, H, W, D) -> (B, D)
-            xs.append(f)
+            if run is None:
+                xs.append(pixel_rows(batch["x"], stride, s.pixel_side))
+            else:
+                xs.append(pool_grid(run(batch["x"]), str(s.pool)))
             ys.append(batch[key].long())
-            seen += len(f)
-            if cap is not None and seen >= cap:
-                break
     x, y = torch.cat(xs), torch.cat(ys)
     return (x[:cap], y[:cap]) if cap is not None else (x, y)

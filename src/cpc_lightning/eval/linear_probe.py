@@ -27,6 +27,7 @@ class ProbeResult:
     per_class: list[float] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    correct: list[int] = field(default_factory=list)  # 1/0 per test row, in test order
 
 
 def fit_probe(
@@ -111,6 +112,7 @@ def _score(task: str, probe: nn.Module, train: Split, test: Split, k: int) -> Pr
         chance=float((yte == majority).float().mean()),
         per_class=per_class,
         confusion=conf.tolist(),
+        correct=(pred_te == yte).int().tolist(),
     )
 
 
@@ -120,3 +122,33 @@ def restrict_to_seen(train: Split, test: Split) -> tuple[Split, int]:
     seen[train[1]] = True
     keep = seen[test[1]]
     return (test[0][keep], test[1][keep]), int((~keep).sum())
+
+
+def dev_rows(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training rows kept for fitting and of the ``fraction`` held out (seeded;
+    at least one row on each side)."""
+    if num_rows < 2:
+        raise ValueError(f"choosing probe.weight_decay needs >= 2 training rows, got {num_rows}")
+    order = torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
+    n_dev = min(num_rows - 1, max(1, round(fraction * num_rows)))
+    return order[n_dev:].sort().values, order[:n_dev].sort().values
+
+
+def choose_weight_decay(
+    task: str, train: Split, num_classes: int, weight_decays: list[float], fraction: float, **fit
+) -> tuple[float, dict[str, float], int]:
+    """The weight decay with the best accuracy on ``fraction`` of the TRAINING rows held out
+    (probes fitted on the rest; ``fit``: :func:`fit_probe`'s other arguments), every candidate's
+    held-out accuracy (``{repr(wd): acc}``) and the held-out row count. Ties: the smaller
+    value. Only ``train`` is read, never the test split."""
+    fit_idx, dev_idx = dev_rows(len(train[1]), fraction, int(fit.get("seed", 0)))
+    x, y = train
+    dev_acc = {}
+    for wd in weight_decays:
+        got = fit_probe(
+            task, (x[fit_idx], y[fit_idx]), (x[dev_idx], y[dev_idx]), num_classes,
+            weight_decay=wd, **fit,
+        )  # fmt: skip
+        dev_acc[repr(wd)] = got.accuracy
+    best = max(sorted(weight_decays), key=lambda wd: dev_acc[repr(wd)])
+    return best, dev_acc, len(dev_idx)

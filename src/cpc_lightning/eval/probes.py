@@ -1,7 +1,8 @@
 """Which feature sources a probe run compares, and the probes that end a training run.
 
 Beside the trained model every comparison shows, under the same probe and split, the same
-architecture at its initial weights (``random_init``) and, for audio, MFCC features (``mfcc``).
+architecture at its initial weights (``random_init``) and, for audio, MFCC features (``mfcc``),
+for images the raw pixels of the same preprocessed images (``pixels``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from cpc_lightning.eval.settings import RunProbeSettings
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("random_init", "mfcc")
+BASELINES = ("random_init", "mfcc", "pixels")
+#: The baselines of one modality only.
+ONLY = {"mfcc": "audio", "pixels": "image"}
 
 
 def baseline_names(value: Any, modality: str) -> list[str]:
-    """``all`` | ``none`` | a name | a list -> baseline names (MFCC only for audio)."""
+    """``all`` | ``none`` | a name | a list -> baseline names (MFCC only for audio, pixels only
+    for images)."""
     if isinstance(value, str):
         names = {"all": list(BASELINES), "none": []}.get(value, [value])
     else:
@@ -35,9 +39,10 @@ def baseline_names(value: Any, modality: str) -> list[str]:
     bad = [n for n in names if n not in BASELINES]
     if bad:
         raise UserError(f"baseline={bad} is not one of all, none, {', '.join(BASELINES)}")
-    if modality == "image" and "mfcc" in names:
-        log.info("baseline mfcc skipped: image data")
-        names.remove("mfcc")
+    for name, only in ONLY.items():
+        if name in names and modality != only:
+            log.info("baseline %s skipped: %s data", name, modality)
+            names.remove(name)
     return names
 
 
@@ -50,8 +55,8 @@ def comparison_sources(
     for name in baselines:
         if name == "random_init":
             sources.append(Source(name, random_init(), init_tag))
-        else:
-            sources.append(Source(name, None, "mfcc"))
+        else:  # mfcc, pixels: no weights
+            sources.append(Source(name, None, name))
     return sources
 
 
@@ -66,7 +71,8 @@ def end_of_training_probes(
     loggers: list[Any] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Linear probes on frozen features (as ``evaluate`` runs them): the trained model vs. the
-    same nets at their initial weights (``initial``) and MFCC for audio (``settings.baselines``),
+    same nets at their initial weights (``initial``), MFCC for audio and the raw pixels for
+    images (``settings.baselines``),
     on ``datamodule`` (the training data, or :func:`probe_datamodule` of ``probe.data``; built
     from ``data_config``). Reports go to ``<run_dir>/eval/<task>.json``, accuracies
     (``probe/<task>/<source>``) to ``loggers``; returns the table and those accuracies."""

@@ -115,11 +115,13 @@ class Report:
 @dataclass
 class ProbeReport(Report):
     """A linear-probe task (``phones``, ``speakers``, ``classes``, ...): accuracy per source
-    (mean and std over the probe seeds), per-class accuracy, confusion, counts."""
+    (mean and std over the probe seeds), per-class accuracy, confusion, counts; the weight decay
+    used (and, when chosen, each candidate's accuracy on held-out training rows); where a test
+    row is one item, each item's correctness and ``comparison``."""
 
     ORDER: ClassVar[tuple[str, ...]] = (
         *("task", _META, "feature", "layer", "pool", "class_names", "probe", "sources"),
-        *("table", "combined_table", "wall_seconds", "normalise"),
+        *("comparison", "table", "combined_table", "wall_seconds", "normalise"),
     )
     FIGURES: ClassVar[tuple[str, ...]] = ("accuracy",)
 
@@ -127,6 +129,9 @@ class ProbeReport(Report):
     class_names: list[str] = ABSENT
     probe: dict[str, Any] = ABSENT  # the probe's kind and settings
     combined_table: str = ABSENT  # every task probed in the same run
+    # one test row per item (images, utterances of ``classes``): the trained model's accuracy
+    # minus each baseline's, with a paired-bootstrap interval over the test items
+    comparison: dict[str, Any] = ABSENT
 
 
 @dataclass

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 FEATURES = ("c", "z")
-POOLS = ("mean", "meanstd")
+#: Pooling of each modality's learned features (the first is audio's default; images' default
+#: is :data:`IMAGE_POOL`, chosen on held-out training images, see docs/design.md).
+MODALITY_POOLS = {"audio": ("mean", "meanstd"), "image": ("mean", "grid2", "grid4", "none")}
+POOLS = ("mean", "meanstd", "grid2", "grid4", "none")
+#: Per-modality defaults of ``feature``, ``pool`` and ``weight_decay`` (their value ``None``):
+#: images follow CPC v2's protocol (the encoder's ``z``, spatially pooled, the L2 penalty chosen
+#: on held-out training images); audio keeps the context ``c``, the mean, no penalty.
+IMAGE_POOL = "grid4"
+MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "audio": {"feature": "c", "pool": "mean", "weight_decay": 0.0},
+    "image": {"feature": "z", "pool": IMAGE_POOL, "weight_decay": [0.0, 1.0e-4, 1.0e-3, 1.0e-2]},
+}
 PRECISIONS = ("32", "bf16")
 NORMALISE = ("none", "utterance")
 
@@ -32,8 +43,13 @@ def node_values(node: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def seed_list(seeds: Any) -> list[int]:
-    """``0`` or ``[0, 1]`` -> a list of ints."""
-    return [int(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
+    """``0`` or ``[0, 1]`` -> a list of ints (at least one)."""
+    out = [int(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not out:
+        raise ValueError(
+            "probe.seeds=[] gives no probe to train: give at least one seed, e.g. probe.seeds=[0]"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,10 @@ class EvalSettings:
     epochs: int = 30
     min_steps: int = 1000
     lr: float = 1.0e-3
-    weight_decay: float = 0.0
+    # Adam's L2 penalty; a list: chosen per source on ``dev_fraction`` of the training rows
+    # (None: per modality, see MODALITY_DEFAULTS)
+    weight_decay: float | list[float] | None = None
+    dev_fraction: float = 0.1
     batch_size: int = 1024
     hidden: int = 0
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -52,9 +71,12 @@ class EvalSettings:
     max_train_items: int | None = None
     max_test_items: int | None = None
     extract_batch: int = 16
-    feature: str = "c"  # c (context) | z (encoder)
+    feature: str | None = None  # c (context) | z (encoder); None: per modality (images z, audio c)
     layer: int | None = None  # context layer (0-based, negative from the top); None: the output
-    pool: str = "mean"  # pooled tasks, learned features: mean | meanstd (MFCC: always meanstd)
+    # pooled tasks, learned features: audio mean | meanstd (MFCC: always meanstd); image grids
+    # mean | grid2 | grid4 | none (model/pooling.py); None: per modality
+    pool: str | None = None
+    pixel_side: int | None = 32  # the pixel baseline's side: larger images are area-averaged
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16 (autocast, CUDA or CPU)
     normalise: str = "none"  # none | utterance (learned frame features; MFCC stays raw)
@@ -73,16 +95,57 @@ class EvalSettings:
             merged["seeds"] = seed_list(merged["seeds"])
         if "precision" in merged:
             merged["precision"] = str(merged["precision"])
+        if isinstance(merged.get("weight_decay"), list | tuple):
+            merged["weight_decay"] = [float(w) for w in merged["weight_decay"]]
         out = cls(**merged)
-        if out.feature not in FEATURES:
-            raise ValueError(f"feature={out.feature!r} must be 'c' or 'z'")
-        if out.pool not in POOLS:
-            raise ValueError(f"pool={out.pool!r} must be 'mean' or 'meanstd'")
+        if out.feature not in (None, *FEATURES):
+            raise ValueError(f"feature={out.feature!r} must be 'c' or 'z' (or null: per modality)")
+        if out.pool not in (None, *POOLS):
+            raise ValueError(
+                f"pool={out.pool!r} must be 'mean' or 'meanstd' (audio), or 'mean', 'grid2', "
+                "'grid4' or 'none' (images)"
+            )
+        out._check_weight_decay()
         if out.precision not in PRECISIONS:
             raise ValueError(f"precision={out.precision!r} must be 32 or bf16")
         if out.normalise not in NORMALISE:
             raise ValueError(f"normalise={out.normalise!r} must be 'none' or 'utterance'")
         return out
+
+    def _check_weight_decay(self) -> None:
+        grid = self.weight_decays if self.weight_decay is not None else [0.0]
+        if not grid or any(not math.isfinite(w) or w < 0 for w in grid):
+            raise ValueError(
+                f"probe.weight_decay={self.weight_decay!r}: give a value >= 0 or a list of them "
+                "(e.g. [0, 1e-4, 1e-3, 1e-2])"
+            )
+        if len(grid) > 1 and not 0.0 < self.dev_fraction < 1.0:
+            raise ValueError(
+                f"probe.dev_fraction={self.dev_fraction}: choosing among weight_decay={grid} "
+                "needs a share of the training rows in (0, 1), e.g. 0.1"
+            )
+
+    def for_modality(self, modality: str) -> EvalSettings:
+        """These settings with ``None`` keys set to ``modality``'s defaults (``audio`` |
+        ``image``); a ``ValueError`` when ``pool`` does not suit the modality."""
+        defaults = MODALITY_DEFAULTS.get(modality, MODALITY_DEFAULTS["audio"])
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        out = replace(self, **unset) if unset else self
+        pools = MODALITY_POOLS.get(modality, MODALITY_POOLS["audio"])
+        if out.pool not in pools:
+            raise ValueError(
+                f"pool={out.pool!r} does not apply to {modality} features: use one of "
+                f"{', '.join(pools)}"
+            )
+        return out
+
+    @property
+    def weight_decays(self) -> list[float]:
+        """The weight decays to choose from (one: no choice; unresolved None: ``[0.0]``)."""
+        wd = self.weight_decay
+        if wd is None:
+            return [0.0]
+        return [float(w) for w in wd] if isinstance(wd, list | tuple) else [float(wd)]
 
     @property
     def linear(self) -> bool:
