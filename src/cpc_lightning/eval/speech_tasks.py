@@ -27,7 +27,12 @@ from cpc_lightning.eval.abx import (
     items_from_segments,
     read_items,
 )
-from cpc_lightning.eval.compare import bootstrap_difference, paired_bootstrap, paired_keys
+from cpc_lightning.eval.compare import (
+    bootstrap_difference,
+    comparison_lines,
+    paired_bootstrap,
+    paired_keys,
+)
 from cpc_lightning.eval.ctc import phone_recognition, phone_sequence
 from cpc_lightning.eval.features import Source, frame_rate, split_records, utterance_features
 from cpc_lightning.eval.report import ABXReport, PERReport, markdown_table
@@ -90,8 +95,8 @@ def run_abx(
         rows[src.label] = {"within": result.within, "across": result.across}
     note = "ABX error (lower is better; chance 50 %), held-out speakers"
     report.comparison = compare_abx(report.sources, s.modes, s.seed)
-    report.table = markdown_table(rows, ["within", "across"], note) + _comparison_lines(
-        report.comparison, report.sources
+    report.table = markdown_table(rows, ["within", "across"], note) + comparison_lines(
+        report.comparison, report.sources, "error points"
     )
     return report
 
@@ -129,28 +134,6 @@ def compare_per(entries: Mapping[str, Mapping[str, Any]], seed: int = 0) -> dict
         )
         out[other] = {"PER": c}
     return out
-
-
-def _comparison_lines(
-    comparison: Mapping[str, Mapping[str, Any]], entries: Mapping[str, Mapping[str, Any]]
-) -> str:
-    """Table lines of :func:`compare_abx` / :func:`compare_per`."""
-    if not comparison:
-        return ""
-    first = entries[next(iter(entries))]["label"]
-    lines = [
-        f"\n\n{first} minus each baseline, error points, with the 95 % interval of a paired "
-        "bootstrap over the held-out units (an interval holding 0: these items cannot rank "
-        "the two):"
-    ]
-    for other, modes in comparison.items():
-        cells = [
-            f"{mode} {c['difference']:+.1f} [{c['interval'][0]:+.1f}, {c['interval'][1]:+.1f}]"
-            f" ({c['units']} {c['unit']}s)"
-            for mode, c in modes.items()
-        ]
-        lines.append(f"- vs {entries[other]['label']}: " + "; ".join(cells))
-    return "\n".join(lines)
 
 
 def sequences_of(records: Sequence[Any]) -> tuple[list[Any], list[list[int]]]:
@@ -192,8 +175,8 @@ def run_phone_recognition(
         chosen = ", ".join(f"{e['label']} {e['weight_decay']:g}" for e in report.sources.values())
         note += f"; weight decay chosen on {s.dev_speakers} training speakers: {chosen}"
     report.comparison = compare_per(report.sources, s.seeds[0])
-    report.table = markdown_table(rows, ["PER"], note) + _comparison_lines(
-        report.comparison, report.sources
+    report.table = markdown_table(rows, ["PER"], note) + comparison_lines(
+        report.comparison, report.sources, "error points"
     )
     log.info("phone recognition: %s", {k: round(v["per"], 2) for k, v in report.sources.items()})
     return report
