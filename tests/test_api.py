@@ -135,3 +135,64 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     exec(compile(code.replace("speech.flac", str(speech)), "README.md", "exec"), scope)
     assert scope["out"]["c"].shape == (1, 200, 64) and scope["out"]["frame_rate"] == 100.0
     assert len(scope["layers"]) == 2
+
+
+# ------------------------------------------- issue 30, finding 7: inputs are checked like the CLI's
+def test_a_non_finite_waveform_is_refused_naming_it(run_dir: Path) -> None:
+    model = cpc_lightning.load(run_dir)
+    bad = ref.waveform(4000, seed=1)
+    bad[100] = float("nan")
+    with pytest.raises(ValueError, match=r"waveform 1 holds 1 non-finite sample \(NaN or inf\)"):
+        model.features([ref.waveform(4000), bad])
+    padded = torch.stack([ref.waveform(4000), ref.waveform(4000)])
+    padded[0, 7] = float("inf")
+    with pytest.raises(ValueError, match="waveform 0 holds 1 non-finite"):
+        model.features(padded)
+
+
+def test_integer_pcm_is_scaled_like_soundfile(run_dir: Path) -> None:
+    model = cpc_lightning.load(run_dir)
+    w = ref.waveform(4000).clamp(-0.99, 0.99)
+    as_int16 = (w.numpy() * 32768).astype(np.int16)
+    want = model.features(torch.from_numpy(as_int16.astype(np.float32) / 32768))["c"]
+    torch.testing.assert_close(model.features(as_int16)["c"], want)
+    torch.testing.assert_close(model.features([torch.from_numpy(as_int16)])["c"], want)
+    as_int32 = as_int16.astype(np.int32) * 65536
+    torch.testing.assert_close(model.features(as_int32)["c"], want)
+    with pytest.raises(ValueError, match=r"waveform 0 is uint8: .*float"):
+        model.features([np.full(4000, 128, np.uint8)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lengths": [4000, -5]}, r"lengths=\[4000, -5\] .*between 0 and 4000"),
+        ({"lengths": [4000, 4001]}, r"lengths=\[4000, 4001\] .*between 0 and 4000"),
+        ({"sample_rate": 16000.5}, r"sample_rate=16000.5 must be a whole number of Hz"),
+        ({"sample_rate": 0}, r"sample_rate=0 must be a positive"),
+        ({"sample_rate": -8000}, r"sample_rate=-8000 must be a positive"),
+    ],
+)
+def test_bad_lengths_and_sample_rates_are_refused(run_dir: Path, kwargs, message) -> None:
+    model = cpc_lightning.load(run_dir)
+    padded = torch.stack([ref.waveform(4000), ref.waveform(4000)])
+    with pytest.raises(ValueError, match=message):
+        model.features(padded, **kwargs)
+
+
+@pytest.mark.parametrize("n", [0, 100])
+def test_a_waveform_shorter_than_the_receptive_field_is_refused(run_dir: Path, n: int) -> None:
+    model = cpc_lightning.load(run_dir)
+    field = model.model.encoder.receptive_field
+    message = rf"waveform 1 has {n} samples: .*at least {field} samples"
+    with pytest.raises(ValueError, match=message):
+        model.features([ref.waveform(4000), ref.waveform(n)])
+    assert model.features(ref.waveform(field))["z"].shape[1] >= 1
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "x.ckpt", "checkpoint_3.pt"])
+def test_loading_a_text_file_is_one_clear_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text("hello: not a checkpoint\n")
+    with pytest.raises(UserError, match=rf"{name} is not a file written by torch.save") as err:
+        cpc_lightning.load(tmp_path / name)
+    assert "\n" not in str(err.value)

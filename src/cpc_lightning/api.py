@@ -25,6 +25,7 @@ DataModule's validation and ``extract`` run), so features equal those ``extract`
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from cpc_lightning.interop.run_dir import convert_cpc_audio
 from cpc_lightning.model.module import CPCModule
 from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
 from cpc_lightning.runs import open_run
+from cpc_lightning.training.checkpoint_files import check_torch_file
 
 Waveforms = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 Images = Image.Image | np.ndarray | torch.Tensor | Sequence[Image.Image | np.ndarray | torch.Tensor]
@@ -86,6 +88,55 @@ def _looks_like_images(x: Any) -> bool:
     return False
 
 
+#: Integer PCM and its full scale: ``x / scale`` is what soundfile reads as float.
+PCM_SCALE = {"int16": 2.0**15, "int32": 2.0**31}
+
+
+def _as_float(w: Any, what: str) -> torch.Tensor:
+    """A float32 tensor of ``w``: floats as they are, int16 / int32 PCM scaled like soundfile
+    (/ 2^15, / 2^31); other dtypes (uint8, int8, int64, bool: no one scale) are refused."""
+    x = torch.as_tensor(w)
+    name = str(x.dtype).removeprefix("torch.")
+    if x.is_floating_point():
+        return x.to(torch.float32)
+    if name in PCM_SCALE:
+        return x.to(torch.float32) / PCM_SCALE[name]
+    raise ValueError(
+        f"{what} {name}: give float waveforms in [-1, 1], or int16 / int32 PCM (scaled like "
+        "soundfile: / 2^15, / 2^31); convert other integer samples to float first"
+    )
+
+
+def _sample_rate(rate: Any) -> int:
+    """``sample_rate`` as an int: a positive whole number of Hz (16000.0 is 16000)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"sample_rate={rate!r} must be a positive whole number of Hz")
+    if rate <= 0:
+        raise ValueError(f"sample_rate={rate!r} must be a positive whole number of Hz")
+    if float(rate) != int(rate):
+        raise ValueError(f"sample_rate={rate!r} must be a whole number of Hz (e.g. 16000)")
+    return int(rate)
+
+
+def _unpad(x: torch.Tensor, lengths: Any) -> list[torch.Tensor]:
+    """The waveforms of a ``(L,)``, ``(B, L)`` or ``(B, 1, L)`` batch, each cut to ``lengths``
+    (0 <= each <= L; None: all of L)."""
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() == 3 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.dim() != 2:
+        raise ValueError(f"waveforms of shape {tuple(x.shape)}: give (L,), (B, L) or a list")
+    size = x.shape[1]
+    n = [size] * len(x) if lengths is None else torch.as_tensor(lengths).flatten().tolist()
+    if len(n) != len(x) or any(v != int(v) or not 0 <= v <= size for v in n):
+        raise ValueError(
+            f"lengths={n} do not fit waveforms of shape {tuple(x.shape)}: give one per waveform, "
+            f"each a whole number of samples between 0 and {size}"
+        )
+    return [x[i, : int(n[i])] for i in range(len(x))]
+
+
 class FeatureExtractor(_Frozen):
     """A frozen audio CPC model (eval mode, no gradients) turning waveforms into features.
 
@@ -101,7 +152,8 @@ class FeatureExtractor(_Frozen):
         signature = inspect.signature(model.encoder.forward).parameters
         self._pads_exactly = "lengths" in signature
 
-    def _waveforms(self, waveforms: Waveforms, lengths: Any, rate: int) -> list[torch.Tensor]:
+    def _waveforms(self, waveforms: Waveforms, lengths: Any, rate: Any) -> list[torch.Tensor]:
+        rate = _sample_rate(rate)
         items = waveforms if isinstance(waveforms, (list, tuple)) else [waveforms]
         if any(_looks_like_images(w) for w in items):
             raise ValueError(
@@ -109,23 +161,11 @@ class FeatureExtractor(_Frozen):
                 "them or a padded (B, L) batch), not images"
             )
         if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-            x = torch.as_tensor(waveforms, dtype=torch.float32)
-            if x.dim() == 1:
-                x = x[None]
-            if x.dim() == 3 and x.shape[1] == 1:
-                x = x[:, 0]
-            if x.dim() != 2:
-                raise ValueError(
-                    f"waveforms of shape {tuple(x.shape)}: give (L,), (B, L) or a list"
-                )
-            n = [x.shape[1]] * len(x) if lengths is None else [int(v) for v in lengths]
-            if len(n) != len(x) or max(n, default=0) > x.shape[1]:
-                raise ValueError(f"lengths={n} do not fit waveforms of shape {tuple(x.shape)}")
-            items = [x[i, : n[i]] for i in range(len(x))]
+            items = _unpad(_as_float(waveforms, "waveforms are"), lengths)
         else:
             if lengths is not None:
                 raise ValueError("lengths= goes with a padded (B, L) batch, not a list")
-            items = [torch.as_tensor(w, dtype=torch.float32) for w in waveforms]
+            items = [_as_float(w, f"waveform {i} is") for i, w in enumerate(waveforms)]
             for i, w in enumerate(items):
                 if w.dim() != 1:
                     raise ValueError(
@@ -134,7 +174,26 @@ class FeatureExtractor(_Frozen):
                     )
         if not items:
             raise ValueError("no waveforms given")
-        return [resample(w, int(rate), self.sample_rate) for w in items]
+        self._check_samples(items, rate)
+        return [resample(w, rate, self.sample_rate) for w in items]
+
+    def _check_samples(self, items: list[torch.Tensor], rate: int) -> None:
+        """Every waveform finite and at least the encoder's receptive field long (at ``rate``)."""
+        field = max(1, int(getattr(self.model.encoder, "receptive_field", 1)))
+        need = math.ceil(field * rate / self.sample_rate)
+        at = "" if rate == self.sample_rate else f" at {rate} Hz ({field} at {self.sample_rate} Hz)"
+        for i, w in enumerate(items):
+            bad = int((~torch.isfinite(w)).sum())
+            if bad:
+                raise ValueError(
+                    f"waveform {i} holds {bad} non-finite sample{'s' * (bad > 1)} (NaN or inf) "
+                    f"of {len(w)}: its features would be NaN; clean it first (torch.nan_to_num)"
+                )
+            if len(w) < need:
+                raise ValueError(
+                    f"waveform {i} has {len(w)} samples: the encoder's receptive field needs at "
+                    f"least {need} samples{at} for one frame"
+                )
 
     def _encode(self, wavs: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         device = next(self.model.parameters()).device
@@ -256,6 +315,10 @@ def image_preprocess(data: DictConfig) -> ImagePreprocess:
     return build_datamodule(data).eval_preprocess()
 
 
+#: What ``load`` reads (the hint of a refused file).
+LOADABLE = "give a run dir, a .ckpt file of one, or a CPC_audio checkpoint (run dir, .pt)"
+
+
 def load(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> FeatureExtractor | ImageFeatureExtractor:
@@ -266,6 +329,8 @@ def load(
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise UserError(f"cpc_lightning.load: {p} does not exist")
+    if p.is_file():
+        check_torch_file(p, "cpc_lightning.load: ", LOADABLE)
     if _is_cpc_audio(p):
         converted = convert_cpc_audio(p)
         model, cfg = converted.model, converted.config

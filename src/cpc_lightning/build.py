@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from cpc_lightning.data.audio.settings import loader_keys
 from cpc_lightning.data.audio.streaming import StreamingAudioDataModule
 from cpc_lightning.errors import UserError, user_errors
-from cpc_lightning.model.checks import check_data, check_model_config
+from cpc_lightning.model.checks import check_data, check_modality, check_model_config
 from cpc_lightning.model.module import CPCModule
 
 
@@ -32,6 +32,12 @@ def check_data_fits_model(model: CPCModule, datamodule: Any) -> None:
     window, grid, heads' ``max_len``, the negatives' speakers and batches:
     :func:`~cpc_lightning.model.checks.check_data`)."""
     _refuse(check_data, model, datamodule)
+
+
+def check_same_modality(model: CPCModule, datamodule: Any, what: str) -> None:
+    """Refuse, as one :class:`UserError`, data of another modality than the trained model
+    ``what`` (``extract``, ``evaluate``: the fix is other data, not another encoder)."""
+    _refuse(check_modality, model, datamodule, what)
 
 
 def build_parts(cfg: DictConfig, num_sets: int | None = None) -> dict[str, Any]:

@@ -10,29 +10,30 @@ the grid ``(G, G, D)`` per image, or with ``pool=mean|grid2|grid4|none`` the poo
 images of CIFAR-10 python batches are named ``<split>/<class>/<index>``. ``layers=all`` writes
 every layer from one pass: ``<out>/z/...`` (encoder) and ``<out>/layer_<i>/...`` (context layer
 i; the last is ``c``), each folder mirroring the input paths, listed in ``features.json`` under
-``layers``. ``out`` must be empty (or ``overwrite=true``); two inputs that would write the same
-file are refused; every file is written to a temporary name and renamed, so none is ever half
-written.
+``layers``. ``out`` must be empty (or ``overwrite=true``: the feature files its
+``features.json`` lists are replaced wholesale, other files kept); two inputs that would write the
+same file are refused; everything is written into a hidden sibling folder first and published at
+the end, so a failed extract leaves ``out`` as it was.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from cpc_lightning.api import image_preprocess
+from cpc_lightning.build import check_same_modality
 from cpc_lightning.cli import entry_point
 from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
+from cpc_lightning.feature_folder import publish, save_tensor, staging_folder
 from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
 from cpc_lightning.progress import Progress
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
@@ -69,23 +70,8 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(
             f"out={out} is not empty ({len(entries)} entries, e.g. {entries[0].name}); nothing "
             "was written: choose a new folder, or pass overwrite=true to replace the feature "
-            "files there (other files are left as they are)"
+            "files its features.json lists (other files are left as they are)"
         )
-
-
-def _save(feats: torch.Tensor, dest: Path, fmt: str) -> None:
-    """Write ``feats`` to ``dest`` through a temporary file in the same folder."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            if fmt == "npy":
-                np.save(fh, feats.numpy())
-            else:
-                torch.save(feats.clone(), fh)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _model_summary(run: Run) -> dict[str, Any]:
@@ -161,14 +147,19 @@ class _Writer:
     def __call__(self, x: torch.Tensor, rels: list[str], pool: str | None = None) -> None:
         """Save the features of the batch ``x`` as ``<out>/<folder>/<rels[j]>``."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            outputs = _outputs(self.model, x.to(self.device), self.settings, self.cfg.get("layers"))
+            try:
+                outputs = _outputs(self.model, x.to(self.device), self.settings, self.cfg.layers)
+            except ValueError as err:  # layer= beyond the context's layers: the first batch
+                if self.settings.layer is None or not str(err).startswith("layer="):
+                    raise
+                raise UserError(f"{err}; nothing was written") from err
         for folder, feats in outputs.items():
             feats = feats.float().cpu()
             if pool is not None:
                 feats = pool_grid(feats, pool)
             self.dims[folder] = int(feats.shape[-1])
             for j, rel in enumerate(rels):
-                _save(feats[j], self.out / folder / rel, self.cfg.format)
+                save_tensor(feats[j], self.out / folder / rel, self.cfg.format)
         self.files.extend(rels)
 
 
@@ -249,6 +240,7 @@ def _open(cfg: DictConfig) -> tuple[Run, Any, EvalSettings]:
     _check(cfg)
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
+    check_same_modality(run.model, datamodule, f"run_dir={run.run_dir}")
     if datamodule.modality == "audio" and cfg.get("pool") is not None:
         raise UserError(f"pool={cfg.pool} pools image grids: drop it for audio data")
     if datamodule.modality == "image":
@@ -261,12 +253,27 @@ def _open(cfg: DictConfig) -> tuple[Run, Any, EvalSettings]:
 
 
 def extract(cfg: DictConfig) -> dict[str, Any]:
-    """Write one feature file per input file and ``features.json``; return that summary."""
+    """Write one feature file per input file and ``features.json`` (into a hidden sibling of
+    ``out``, then published: :mod:`cpc_lightning.feature_folder`); return that summary."""
     run, datamodule, settings = _open(cfg)
     out = Path(cfg.out).expanduser().resolve()
+    staging = staging_folder(out)
+    try:
+        summary = _write_all(cfg, run, datamodule, settings, staging)
+        publish(staging, out, summary)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _say(summary, out, cfg.format)
+    return summary
+
+
+def _write_all(
+    cfg: DictConfig, run: Run, datamodule: Any, settings: EvalSettings, folder: Path
+) -> dict[str, Any]:
+    """Write every feature file into ``folder``; return the summary for ``features.json``."""
     splits = ["train", "test"] if cfg.split == "all" else [cfg.split]
     device = device_of(cfg.device)
-    write = _Writer(run.model.to(device), cfg, settings, out, device)
+    write = _Writer(run.model.to(device), cfg, settings, folder, device)
     start = time.perf_counter()
     if datamodule.modality == "image":
         _write_images(datamodule, splits, write, cfg.get("pool"))
@@ -279,7 +286,7 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("layers") == "all":
         layout = LAYOUT.format(shape=kind["shape"].removesuffix(" per file"))
         extra = {"feature": "all", "layers": _layer_table(write.dims), "shape": layout}
-    summary = {
+    return {
         **kind,
         "feature": settings.feature,
         "layer": settings.layer,
@@ -294,16 +301,10 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         "files": files,
         **extra,
     }
-    _finish(summary, out, cfg.format)
-    return summary
 
 
-def _finish(summary: dict[str, Any], out: Path, fmt: str) -> None:
-    """Write ``features.json`` (atomically) and say what was written."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".features.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "features.json")
+def _say(summary: dict[str, Any], out: Path, fmt: str) -> None:
+    """Say what was written."""
     dim, n = summary["dim"], summary["num_files"]
     what = (
         f"{summary['feature']}, {dim}-d" if dim is not None else f"{len(summary['layers'])} layers"

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from cpc_lightning.errors import UserError
+from cpc_lightning.training.checkpoint_files import check_torch_file
 
 #: CPC_audio's argument defaults (``cpc/cpc_default_config.py`` and ``cpc/train.py``) for the
 #: arguments conversion reads.
@@ -98,28 +99,12 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-#: How every file ``torch.save`` writes begins: a zip archive (since torch 1.6) or a pickle.
-TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
-
-
-def check_torch_file(path: Path) -> None:
-    """Refuse a file that ``torch.save`` did not write (a text file, ...) before unpickling it:
-    unpickling arbitrary bytes fails in any way (or imports modules it names)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as err:
-        raise UserError(f"checkpoint={path} cannot be read ({err.strerror or err})") from err
-    if not head.startswith(TORCH_FILE_STARTS):
-        raise UserError(
-            f"checkpoint={path} is not a file written by torch.save (it starts with {head[:8]!r}, "
-            "not a zip archive or a pickle): give a CPC_audio checkpoint_<n>.pt, its run dir or "
-            "a hub file"
-        )
+#: What a CPC_audio checkpoint path may be (the hint of a refused file).
+CPC_AUDIO_FILES = "give a CPC_audio checkpoint_<n>.pt, its run dir or a hub file"
 
 
 def _load(path: Path) -> Any:
-    check_torch_file(path)
+    check_torch_file(path, hint=CPC_AUDIO_FILES)
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -40,18 +40,42 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
 def check_data(model: CPCModule, datamodule: Any) -> None:
     """Same modality; audio windows long enough for the encoder and K (and within the heads'
     ``max_len``); image grids tall enough for K; the negatives' needs (speakers, batches)."""
-    data, enc = datamodule.modality, model.modality
-    if data != enc:
-        raise ValueError(
-            f"encoder {type(model.encoder).__name__} reads {enc} but data "
-            f"{type(datamodule).__name__} is {data}: pick an {data} encoder "
-            f"({'encoder=conv1d' if data == 'audio' else 'encoder=resnet'}) or other data"
-        )
-    if data == "audio":
+    check_context(model)
+    check_modality(model, datamodule)
+    if datamodule.modality == "audio":
         check_window(model, int(datamodule.window))
     else:
         check_grid(model, int(datamodule.grid_size))
     model.negatives.check(datamodule)
+
+
+def check_modality(model: CPCModule, datamodule: Any, what: str | None = None) -> None:
+    """The data's modality is the encoder's. ``what`` names the model of a trained run (then
+    the fix is other data, not another encoder)."""
+    data, enc = datamodule.modality, model.modality
+    if data == enc:
+        return
+    fix = (
+        f"{what} is an {enc} model: give {enc} data (data=<an {enc} option> data.root=...) or "
+        f"an {data} run"
+        if what
+        else f"pick an {data} encoder "
+        f"({'encoder=conv1d' if data == 'audio' else 'encoder=resnet'}) or other data"
+    )
+    raise ValueError(
+        f"encoder {type(model.encoder).__name__} reads {enc} but data "
+        f"{type(datamodule).__name__} is {data}: {fix}"
+    )
+
+
+def check_context(model: CPCModule) -> None:
+    """A grid context (``grid = True``: masked convolutions over rows) needs an image encoder."""
+    if model.modality == "audio" and getattr(model.context, "grid", False):
+        raise ValueError(
+            f"context {type(model.context).__name__} reads image patch grids but encoder "
+            f"{type(model.encoder).__name__} is audio: pick an audio context (context=gru, "
+            "context=lstm or context=transformer) or image data"
+        )
 
 
 def check_window(model: CPCModule, window: int) -> None:

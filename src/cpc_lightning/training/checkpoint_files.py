@@ -1,7 +1,8 @@
 """Reading checkpoint files: what is wrong with one, and the newest intact one in a folder.
 
 Shared by ``runs`` (resume, ``evaluate``/``extract``), ``training/rerun.py`` and the divergence
-guard. Imports only ``run_dir`` of cpc_lightning (a leaf: every layer may use it without a circle).
+guard, ``convert`` and ``cpc_lightning.load`` (:func:`check_torch_file`). Imports only ``run_dir``
+and ``errors`` of cpc_lightning (leaves: every layer may use this module without a circle).
 """
 
 from __future__ import annotations
@@ -12,10 +13,31 @@ from typing import Any
 
 import torch
 
+from cpc_lightning.errors import UserError
 from cpc_lightning.run_dir import LAST_CHECKPOINT
 
 #: What a checkpoint must hold to resume training (Lightning's full training state).
 TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
+
+
+#: How every file ``torch.save`` writes begins: a zip archive (since torch 1.6) or a pickle.
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def check_torch_file(path: Path, label: str = "checkpoint=", hint: str = "") -> None:
+    """Refuse, as one :class:`UserError` naming ``<label><path>``, a file that ``torch.save`` did
+    not write (a text file, ...) before unpickling it: unpickling arbitrary bytes fails in any way
+    (or imports modules it names). ``hint`` says what to give instead."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        raise UserError(f"{label}{path} cannot be read ({err.strerror or err})") from err
+    if not head.startswith(TORCH_FILE_STARTS):
+        raise UserError(
+            f"{label}{path} is not a file written by torch.save (it starts with {head[:8]!r}, "
+            f"not a zip archive or a pickle){': ' + hint if hint else ''}"
+        )
 
 
 def load_checkpoint(path: Path, mmap: bool) -> Any:
