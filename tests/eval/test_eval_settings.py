@@ -50,3 +50,12 @@ def test_run_probe_settings_from_the_train_config():
     s = RunProbeSettings.from_node(cfg.probe, seed=cfg.seed)
     assert s.tasks == list(cfg.probe.tasks) and s.baselines == cfg.probe.baselines
     assert (s.probe.min_steps, s.probe.seeds, s.probe.feature) == (7, [5], cfg.probe.feature)
+
+
+def test_end_of_run_probes_fit_one_penalty_when_unset() -> None:
+    from cpc_lightning.eval.settings import RunProbeSettings
+
+    got = RunProbeSettings.from_node({"tasks": ["classes"], "weight_decay": None}, seed=3)
+    assert got.probe.weight_decay == 0.0 and got.probe.seeds == [3]
+    kept = RunProbeSettings.from_node({"weight_decay": [0.0, 1e-3]}, seed=3)
+    assert kept.probe.weight_decay == [0.0, 1e-3]

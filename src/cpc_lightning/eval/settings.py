@@ -235,8 +235,12 @@ class RunProbeSettings:
 
     @classmethod
     def from_node(cls, node: DictConfig | Mapping[str, Any] | None, seed: int) -> RunProbeSettings:
-        """A train ``probe`` node; ``seed`` (the run's) is the one probe seed."""
+        """A train ``probe`` node; ``seed`` (the run's) is the one probe seed. An unset
+        ``weight_decay`` is 0 here for every modality: the end-of-run probes fit one head per
+        source (``evaluate`` chooses images' penalty from a list)."""
         values = node_values(node)
+        if values.get("weight_decay") is None:
+            values = {**values, "weight_decay": 0.0}
         return cls(
             probe=EvalSettings.from_mapping({**values, "seeds": [int(seed)]}),
             tasks=[str(t) for t in values.get("tasks") or []],
