@@ -172,7 +172,7 @@ def test_manifest_cache_reuse_and_invalidation(libri_tree, tmp_path, monkeypatch
     layout = LibriSpeechLayout()
     calls = []
     real_info = probe.sf.info
-    monkeypatch.setattr(probe.sf, "info", lambda p: calls.append(p) or real_info(p))
+    monkeypatch.setattr(probe.sf, "info", lambda p: calls.append(os.fsdecode(p)) or real_info(p))
     first = build_manifest(layout, libri_tree, 16000, tmp_path, write=True)
     assert first.probed == 14 and len(calls) == 14
     calls.clear()
