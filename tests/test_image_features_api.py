@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 from helpers import SHARED_DATA, TESTS, compose_entry, make_image_tree, make_run
-from omegaconf import OmegaConf
 from PIL import Image
 
 import cpc_lightning
 from cpc_lightning.api import ImageFeatureExtractor
 from cpc_lightning.errors import UserError
+
+#: A tiny image model (two 8-wide stages, 8-d z and c).
+TINY_IMAGE_RUN = ["data=imagenet_patches", "encoder.widths=[8,8]", "encoder.blocks=[1,1]",
+                  "encoder.out_dim=8", "context.out_dim=8", "context.num_layers=2"]  # fmt: skip
 
 OLD_RUN = TESTS / "fixtures" / "run_f2cadb0_image"
 CIFAR_SUBSET = SHARED_DATA / "cifar10_subset"
@@ -44,23 +47,7 @@ def cifar_tree(root: Path, per_class: int = 2) -> Path:
 
 def image_run(root: Path, *overrides: str) -> Path:
     """An image run dir as ``train`` writes it (config + untrained tiny weights)."""
-    from cpc_lightning.build import build_model
-    from cpc_lightning.runs import RESOLVED_CONFIG
-
-    run = root / "run"
-    cfg = compose_entry(
-        "train",
-        ["data=imagenet_patches", "encoder.widths=[8,8]", "encoder.blocks=[1,1]",
-         "encoder.out_dim=8", "context.out_dim=8", "context.num_layers=2", *overrides],
-    )  # fmt: skip
-    cfg.paths.output_dir = str(run)
-    cfg.paths.cache_dir = str(root / "cache")
-    (run / "checkpoints").mkdir(parents=True)
-    (run / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.manual_seed(0)
-    model = build_model(OmegaConf.load(run / RESOLVED_CONFIG))
-    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
-    return run
+    return make_run(root, list(overrides), base=TINY_IMAGE_RUN)
 
 
 def extracted(run: Path, out: Path, *extra: str) -> dict:

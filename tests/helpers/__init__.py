@@ -118,13 +118,14 @@ TINY_RUN = [
 ]
 
 
-def make_run(root: Path, extra: list[str] | None = None) -> Path:
-    """A run dir as ``train`` writes it (resolved config + checkpoint), untrained tiny weights."""
+def make_run(root: Path, extra: list[str] | None = None, base: list[str] | None = None) -> Path:
+    """A run dir as ``train`` writes it (resolved config + checkpoint), untrained tiny weights;
+    ``base`` replaces the tiny audio overrides (``TINY_RUN``), e.g. for an image model."""
     from cpc_lightning.build import build_model
     from cpc_lightning.runs import RESOLVED_CONFIG
 
     run = root / "run"
-    cfg = compose_entry("train", TINY_RUN + (extra or []))
+    cfg = compose_entry("train", (TINY_RUN if base is None else base) + (extra or []))
     cfg.paths.output_dir = str(run)
     cfg.paths.cache_dir = str(root / "cache")
     (run / "checkpoints").mkdir(parents=True)
