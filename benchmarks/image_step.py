@@ -51,6 +51,7 @@ from image_step_bolts import (
     load_bolts,
 )
 from image_step_report import print_profile, print_setup, print_table, print_verdicts
+from step import read_status_kib  # benchmarks/step.py: the same /proc reader
 from torch import nn
 
 import cpc_lightning
@@ -236,15 +237,6 @@ def interleaved_times(
 
 
 # ---------------------------------------------------------------------------------- memory
-def read_status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory field in KiB (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _memory_child(name: str, precision: str, args: argparse.Namespace, queue) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
