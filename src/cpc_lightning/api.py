@@ -40,6 +40,7 @@ from cpc_lightning.build import build_datamodule
 from cpc_lightning.data.audio.reader import resample
 from cpc_lightning.data.images.preprocess import ImagePreprocess, as_unit_images
 from cpc_lightning.errors import UserError
+from cpc_lightning.interop.model_dir import FILES, is_model_dir, read_model_dir
 from cpc_lightning.interop.run_dir import convert_cpc_audio
 from cpc_lightning.model.module import CPCModule
 from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
@@ -316,22 +317,31 @@ def image_preprocess(data: DictConfig) -> ImagePreprocess:
 
 
 #: What ``load`` reads (the hint of a refused file).
-LOADABLE = "give a run dir, a .ckpt file of one, or a CPC_audio checkpoint (run dir, .pt)"
+LOADABLE = (
+    "give a run dir, a .ckpt file of one, a CPC_audio checkpoint (run dir, .pt) or an exported "
+    "model folder (config.json + model.safetensors)"
+)
 
 
 def load(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> FeatureExtractor | ImageFeatureExtractor:
     """A :class:`FeatureExtractor` (audio) or :class:`ImageFeatureExtractor` (image run) from a
-    run dir (its last checkpoint), a ``.ckpt`` file in one, or a CPC_audio checkpoint (a
-    ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file), converted in memory. Bad
-    paths raise :class:`~cpc_lightning.errors.UserError`."""
+    run dir (its last checkpoint), a ``.ckpt`` file in one, a CPC_audio checkpoint (a
+    ``cpc/train.py`` run dir, ``checkpoint_<n>.pt`` or hub file), converted in memory, or a
+    model folder written by ``export to=safetensors`` (or one of its files). Bad paths raise
+    :class:`~cpc_lightning.errors.UserError`."""
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise UserError(f"cpc_lightning.load: {p} does not exist")
+    if p.is_file() and p.name in FILES and is_model_dir(p.parent):
+        p = p.parent
     if p.is_file():
         check_torch_file(p, "cpc_lightning.load: ", LOADABLE)
-    if _is_cpc_audio(p):
+    if is_model_dir(p):
+        cfg, model = read_model_dir(p)
+        source = {"model_dir": str(p)}
+    elif _is_cpc_audio(p):
         converted = convert_cpc_audio(p)
         model, cfg = converted.model, converted.config
         source = {"converted_from": str(converted.source.source)}
