@@ -27,14 +27,16 @@ LAZY_PACKAGE_IMPORTS = {
 }
 
 #: Other libraries that may be imported inside a function: optional extras (litdata, wandb,
-#: torchaudio, matplotlib, tqdm), heavy ones used on one path only (torchvision's models), and
-#: Hydra internals used only to parse command-line overrides.
+#: torchaudio, matplotlib, tqdm, scikit-learn and its joblib), heavy ones used on one path only
+#: (torchvision's models), and Hydra internals used only to parse command-line overrides.
 LAZY_LIBRARIES = (
     "litdata",
     "wandb",
     "torchaudio",
     "matplotlib",
     "tqdm",
+    "sklearn",
+    "joblib",
     "torchvision.models",
     "hydra._internal",
     "hydra.core.override_parser",

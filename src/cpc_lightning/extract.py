@@ -33,14 +33,15 @@ from cpc_lightning.cli import entry_point
 from cpc_lightning.errors import UserError, user_errors
 from cpc_lightning.eval.features import device_of, length_batches
 from cpc_lightning.eval.settings import EvalSettings
-from cpc_lightning.feature_folder import publish, save_tensor, staging_folder
+from cpc_lightning.feature_folder import check_out, publish, save_tensor, staging_folder
+from cpc_lightning.interop import zerospeech as zs
 from cpc_lightning.model.pooling import GRID_POOLS, pool_grid
 from cpc_lightning.progress import Progress
 from cpc_lightning.runs import Run, open_data, open_run, weights_tag
 
 log = logging.getLogger("cpc_lightning.extract")
 
-FORMATS = ("npy", "pt")
+FORMATS = ("npy", "pt", "zerospeech")
 SPLITS = ("all", "train", "test")
 LAYERS = (None, "all")
 SHAPES = {"audio": "(T, dim)", "image": "(H, W, dim)", "pooled": "(dim,)"}
@@ -51,7 +52,15 @@ def _check(cfg: DictConfig) -> None:
     if not cfg.get("out"):
         raise UserError("out=<folder> is required (where the feature files go)")
     if cfg.format not in FORMATS:
-        raise UserError(f"format={cfg.format} must be npy or pt")
+        raise UserError(f"format={cfg.format} must be npy, pt or zerospeech")
+    if cfg.format == "zerospeech":
+        if cfg.get("layers") is not None:
+            raise UserError(f"format=zerospeech submits one feature: drop layers={cfg.layers}")
+        if cfg.zerospeech.distance not in zs.DISTANCES:
+            raise UserError(
+                f"zerospeech.distance={cfg.zerospeech.distance} must be one of "
+                f"{', '.join(zs.DISTANCES)} (the toolkit's spelling)"
+            )
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} must be all, train or test")
     if cfg.get("layers") not in LAYERS:
@@ -63,15 +72,8 @@ def _check(cfg: DictConfig) -> None:
             f"pool={cfg.pool} must be null (the grid) or one of {', '.join(GRID_POOLS)}"
         )
     out = Path(cfg.out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"out={out} is a file: give a folder for the feature files")
-    entries = sorted(out.iterdir()) if out.is_dir() else []
-    if entries and not cfg.get("overwrite"):
-        raise UserError(
-            f"out={out} is not empty ({len(entries)} entries, e.g. {entries[0].name}); nothing "
-            "was written: choose a new folder, or pass overwrite=true to replace the feature "
-            "files its features.json lists (other files are left as they are)"
-        )
+    replaced = "the feature files its features.json lists (other files are left as they are)"
+    check_out(out, bool(cfg.get("overwrite")), replaced)
 
 
 def _model_summary(run: Run) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class _Writer:
         self.model, self.cfg, self.settings = model, cfg, settings
         self.out, self.device = out, device
         self.autocast = settings.precision == "bf16" and device.type in ("cuda", "cpu")
+        self.zerospeech = cfg.format == "zerospeech"
         self.files: list[str] = []
         self.dims: dict[str, int] = {}
 
@@ -154,12 +157,19 @@ class _Writer:
                     raise
                 raise UserError(f"{err}; nothing was written") from err
         for folder, feats in outputs.items():
-            feats = feats.float().cpu()
+            feats = feats.cpu().double() if self.zerospeech else feats.float().cpu()
             if pool is not None:
                 feats = pool_grid(feats, pool)
             self.dims[folder] = int(feats.shape[-1])
+            if self.zerospeech and feats.shape[1] < zs.MIN_FRAMES:
+                raise UserError(
+                    f"{rels[0]}: {feats.shape[1]} frame(s), ZeroSpeech needs at least "
+                    f"{zs.MIN_FRAMES} per file; nothing was written"
+                )
             for j, rel in enumerate(rels):
-                save_tensor(feats[j], self.out / folder / rel, self.cfg.format)
+                save_tensor(
+                    feats[j], self.out / folder / rel, "npy" if self.zerospeech else self.cfg.format
+                )
         self.files.extend(rels)
 
 
@@ -177,11 +187,40 @@ def _unique(names: list[str], sources: list[str]) -> None:
 
 def _write_audio(datamodule: Any, splits: list[str], write: _Writer) -> None:
     records = [r for s in splits for r in datamodule.items(s)]
-    rels = [Path(r.rel).with_suffix("." + write.cfg.format).as_posix() for r in records]
+    if write.zerospeech:
+        with user_errors("format=zerospeech"):
+            records = zs.submission_records(records, datamodule.root)
+        rels = [str(zs.submission_file(r.rel)) for r in records]
+    else:
+        rels = [Path(r.rel).with_suffix("." + write.cfg.format).as_posix() for r in records]
     _unique(rels, [r.rel for r in records])
     batches = length_batches(records, datamodule.load, int(write.cfg.batch_size), "extract")
     for idx, wav in batches:
         write(wav.unsqueeze(1), [rels[i] for i in idx])
+
+
+def _submission_files(run: Run, datamodule: Any, cfg: DictConfig, folder: Path) -> dict:
+    """``params.yaml`` and ``meta.yaml`` of an ABX-LS submission; their summary."""
+    hop = int(getattr(run.model.encoder, "downsampling", 160))
+    layer = "" if cfg.get("layer") is None else f" layer {cfg.layer}"
+    name = {
+        k: str(run.config[k].get("_target_", "?")).rsplit(".", 1)[-1]
+        for k in ("encoder", "context", "data")
+    }
+    steps = "" if run.global_step is None else f", {run.global_step} training steps"
+    description = (
+        f"CPC (cpc_lightning): {name['encoder']} encoder, {name['context']} context; "
+        f"features {cfg.feature}{layer}{steps}"
+    )
+    root = run.config.data.get("root")
+    train_set = f"{Path(str(root)).name} ({name['data']})" if root else name["data"]
+    return zs.write_submission_files(
+        folder,
+        hop / float(datamodule.sample_rate),
+        str(cfg.zerospeech.distance),
+        description,
+        train_set,
+    )
 
 
 def _write_images(datamodule: Any, splits: list[str], write: _Writer, pool: str | None) -> None:
@@ -241,6 +280,8 @@ def _open(cfg: DictConfig) -> tuple[Run, Any, EvalSettings]:
     run = open_run(cfg.get("run_dir"), cfg.get("checkpoint"))
     datamodule = open_data(cfg, run.config)
     check_same_modality(run.model, datamodule, f"run_dir={run.run_dir}")
+    if datamodule.modality != "audio" and cfg.format == "zerospeech":
+        raise UserError(f"format=zerospeech writes speech features: data is {datamodule.modality}")
     if datamodule.modality == "audio" and cfg.get("pool") is not None:
         raise UserError(f"pool={cfg.pool} pools image grids: drop it for audio data")
     if datamodule.modality == "image":
@@ -261,6 +302,8 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     try:
         summary = _write_all(cfg, run, datamodule, settings, staging)
         publish(staging, out, summary)
+        if cfg.format == "zerospeech":
+            zs.make_folders(out)  # empty folders are not moved into an existing out
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _say(summary, out, cfg.format)
@@ -281,6 +324,8 @@ def _write_all(
     else:
         _write_audio(datamodule, splits, write)
         kind = _audio_summary(run, datamodule)
+        if write.zerospeech:
+            kind.update(_submission_files(run, datamodule, cfg, folder))
     files = sorted(set(write.files))
     extra: dict[str, Any] = {}
     if cfg.get("layers") == "all":
@@ -291,7 +336,7 @@ def _write_all(
         "feature": settings.feature,
         "layer": settings.layer,
         "format": cfg.format,
-        "dtype": "float32",
+        "dtype": kind.get("dtype", "float32"),
         "split": cfg.split,
         "data_root": str(datamodule.root),
         "model": _model_summary(run),

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cpc_lightning.errors import UserError
+
 META = "features.json"
 SUFFIXES = (".npy", ".pt")
 
@@ -36,6 +38,19 @@ def save_tensor(feats: torch.Tensor, dest: Path, fmt: str) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_out(out: Path, overwrite: bool, replaced: str) -> None:
+    """Refuse, in one line, an ``out`` that is a file, or a non-empty folder without
+    ``overwrite`` (``replaced``: what ``overwrite=true`` would replace)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file: give a folder for the output files")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not overwrite:
+        raise UserError(
+            f"out={out} is not empty ({len(entries)} entries, e.g. {entries[0].name}); nothing "
+            f"was written: choose a new folder, or pass overwrite=true to replace {replaced}"
+        )
 
 
 def staging_folder(out: Path) -> Path:

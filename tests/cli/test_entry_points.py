@@ -22,6 +22,8 @@ ENTRIES = {
     "cpc_lightning.extract": "cpc_lightning.extract",
     "cpc_lightning.prepare": "cpc_lightning.prepare",
     "cpc_lightning.convert": "cpc_lightning.convert",
+    "cpc_lightning.export": "cpc_lightning.export",
+    "cpc_lightning.quantize": "cpc_lightning.quantize",
 }
 BAD = "data.test_pattern=[ab"
 

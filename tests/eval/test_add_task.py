@@ -70,11 +70,11 @@ class PhonesOnly:
 
 
 def test_a_task_needs_its_labels_and_a_name_the_registry_knows(parity_task: Task):
-    assert registry.tasks_of(PhonesOnly()) == ["phones", "abx", "phone_recognition"]
+    assert registry.tasks_of(PhonesOnly()) == ["phones", "abx", "phone_recognition", "units"]
     with pytest.raises(
         UserError,
         match=r"task=speaker_parity: PhonesOnly has no labels for it \("
-        r"available: phones, abx, phone_recognition\)",
+        r"available: phones, abx, phone_recognition, units\)",
     ):
         registry.check_task(parity_task, PhonesOnly())
     with pytest.raises(UserError, match="task=nope is not one of phones, speakers, classes, abx"):

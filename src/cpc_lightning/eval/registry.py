@@ -16,7 +16,7 @@ from typing import Any
 
 from cpc_lightning.errors import UserError
 from cpc_lightning.eval.probe_tasks import run_probe_task
-from cpc_lightning.eval.report import ABXReport, PERReport, ProbeReport, Report
+from cpc_lightning.eval.report import ABXReport, PERReport, ProbeReport, Report, UnitsReport
 from cpc_lightning.eval.speech_tasks import run_abx_task, run_phone_recognition_task
 from cpc_lightning.eval.tasks import (
     Task,
@@ -28,6 +28,7 @@ from cpc_lightning.eval.tasks import (
     speaker_names,
     speaker_rows,
 )
+from cpc_lightning.eval.units import run_units_task
 
 #: Every task ``evaluate task=<name>`` knows, in the order errors and tables list them.
 TASKS: dict[str, Task] = {}
@@ -117,5 +118,6 @@ for _task in (
     Task(
         "phone_recognition", frozenset({"phone_sequences"}), run_phone_recognition_task, PERReport
     ),
+    Task("units", frozenset({"phones"}), run_units_task, UnitsReport),
 ):
     register(_task)

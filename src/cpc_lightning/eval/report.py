@@ -179,6 +179,20 @@ class PERReport(Report):
         return (self.sources or {}).get(source, {}).get("utterance_phones")
 
 
+@dataclass
+class UnitsReport(Report):
+    """``units``: PNMI, phone purity and cluster purity (fractions) of each source's k-means
+    units against the held-out frame phones (``eval/units.py``), with the k-means settings."""
+
+    ORDER: ClassVar[tuple[str, ...]] = (
+        *("task", _META, "units", "sources", "table"),
+        *("wall_seconds", "feature", "layer", "normalise"),
+    )
+    FIGURES: ClassVar[tuple[str, ...]] = ("pnmi", "phone_purity", "cluster_purity")
+
+    units: dict[str, Any] = ABSENT  # the k-means settings
+
+
 def write_report(out_dir: Path, task: str, report: Report | Mapping[str, Any]) -> Path:
     """``<out_dir>/<task>.json`` (written to a temporary file, then renamed)."""
     data = report.to_json() if isinstance(report, Report) else report
