@@ -1,5 +1,5 @@
-"""The one wrapper of the five entry points (``train``, ``evaluate``, ``extract``, ``prepare``,
-``convert``): the same command-line contract for each.
+"""The one wrapper of the seven entry points (``train``, ``evaluate``, ``extract``, ``prepare``,
+``convert``, ``export``, ``quantize``): the same command-line contract for each.
 
 :func:`entry_point` turns a function of the composed config into the module's ``main``: it
 refuses an override Hydra cannot parse with one line before Hydra reads the command line
