@@ -50,15 +50,9 @@ def perturbed_run(root: Path, extra: list[str], optimizer: bool = False) -> Path
 
 
 def logits(model, x: torch.Tensor) -> torch.Tensor:
-    """The positive InfoNCE logits ``(K, B, Ta)``: ``score_factor * pred_k(c)[t] . z[t + k]``
-    over the temperature, for the anchors ``t < T - K``."""
-    with torch.no_grad():
-        z, c = model(x)
-        k = model.prediction_steps
-        ta = z.shape[1] - k
-        pred = model.heads(c[:, :ta])
-        pos = torch.stack([(pred[i] * z[:, i + 1 : i + 1 + ta]).sum(-1) for i in range(k)])
-    return pos / model.score_temperature
+    """The positive InfoNCE logits ``(K, B, Ta)``: the dot products over the model's
+    ``score_temperature`` (its temperature over the heads' score factor)."""
+    return ref.model_dots(model, x) / model.score_temperature
 
 
 def assert_same_model(a, b, x: torch.Tensor, scores: bool = True) -> None:

@@ -251,3 +251,14 @@ def positive_scores(args: dict, criterion: dict, z: torch.Tensor, c: torch.Tenso
             pred = _transformer(args, criterion, f"{p}.0", x)
         out.append((pred * z[:, k + 1 : k + 1 + ta]).mean(-1))
     return torch.stack(out)
+
+
+def model_dots(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """One of our models' positive dot products ``(K, B, Ta)``: ``pred_k(c)[t] . z[t + k]``
+    for anchors ``t < T - K`` (before its score factor and temperature)."""
+    with torch.no_grad():
+        z, c = model(x)
+        k = model.prediction_steps
+        ta = z.shape[1] - k
+        pred = model.heads(c[:, :ta])
+        return torch.stack([(pred[i] * z[:, i + 1 : i + 1 + ta]).sum(-1) for i in range(k)])

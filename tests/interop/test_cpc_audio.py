@@ -28,15 +28,8 @@ def reference() -> dict[str, np.ndarray]:
 
 
 def scores(model, x: torch.Tensor) -> torch.Tensor:
-    """The converted model's positive scores ``(K, B, Ta)`` (InfoNCE's column 0, before the
-    temperature): ``score_factor * pred_k(c)[t] . z[t + k]`` for anchors ``t < T - K``."""
-    with torch.no_grad():
-        z, c = model(x)
-        k = model.prediction_steps
-        ta = z.shape[1] - k
-        pred = model.heads(c[:, :ta])
-        pos = torch.stack([(pred[i] * z[:, i + 1 : i + 1 + ta]).sum(-1) for i in range(k)])
-    return pos * model.heads.score_factor
+    """The converted model's positive scores (InfoNCE's column 0, before the temperature)."""
+    return ref.model_dots(model, x) * model.heads.score_factor
 
 
 @pytest.mark.parametrize("name,source", [("train", "train_run"), ("hub", "hub.pt")])
