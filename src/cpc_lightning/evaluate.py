@@ -141,7 +141,7 @@ def _finish(
     print(data["table"])
     print(f"\nreport: {path}")
     if run is not None:
-        wandb_setup.log_report(run.config, data, out, str(cfg.wandb))
+        wandb_setup.log_report(run.config, run.run_dir, report, out, str(cfg.wandb))
     return data
 
 

@@ -42,6 +42,7 @@ FAILED_PREVIOUS = "failed.previous.txt"
 CONVERTED_FROM = "converted_from.json"
 METRICS = "metrics.csv"
 PROBE_TABLE = "probe.md"
+WANDB_RUN = "wandb_run.json"
 
 
 def last_checkpoint_in(folder: str | Path) -> Path:
@@ -157,6 +158,11 @@ class RunDir:
     def probe_table(self) -> Path:
         """The end-of-run probes' Markdown table."""
         return self.root / PROBE_TABLE
+
+    @property
+    def wandb_run(self) -> Path:
+        """The W&B run of ``logger=wandb`` (id, project, group, ...; ``evaluate`` joins it)."""
+        return self.root / WANDB_RUN
 
     def config_files(self) -> tuple[Path, Path]:
         """The saved configs, in the order a reader prefers them."""

@@ -165,6 +165,7 @@ def _train(
     if trainer.is_global_zero:
         if cfg.probe.enabled and state.ok:
             _probe(cfg, model, initial, probe_data, last, trainer, result)
+        wandb_setup.log_training_results(trainer.loggers, run_dir.root, result.get("probe_table"))
         run_dir.write_result(result)
     if not state.ok:
         raise state.error(run_dir.checkpoints)

@@ -20,11 +20,11 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def sweep_group(cfg: DictConfig) -> str | None:
-    """One W&B group per multirun: ``<task_name>-<sweep dir name>``; None outside sweeps."""
-    if not in_multirun():
-        return None
-    return f"{cfg.task_name}-{Path(str(HydraConfig.get().sweep.dir)).name}"
+def wandb_group(cfg: DictConfig) -> str:
+    """The W&B group of this run: one per multirun (``<task_name>-<sweep dir name>``), else the
+    run's own (``<task_name>-<run dir name>``), which its ``evaluate`` runs join."""
+    folder = HydraConfig.get().sweep.dir if in_multirun() else cfg.paths.output_dir
+    return wandb_setup.run_group(str(cfg.task_name), Path(str(folder)))
 
 
 def _nodes(node: DictConfig | None) -> list[DictConfig]:
@@ -45,7 +45,8 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resuming: bool) -> list[Any]:
     with user_errors("logger"):
         for sub in _nodes(cfg.get("logger")):
             if issubclass(get_class(str(sub._target_)), WandbLogger):
-                kwargs = wandb_setup.logger_kwargs(cfg, sub, out_dir, resuming, sweep_group(cfg))
+                group, sweep = wandb_group(cfg), in_multirun()
+                kwargs = wandb_setup.logger_kwargs(cfg, sub, out_dir, resuming, group, sweep)
                 # partial: `config` (wandb.init's) would clash with instantiate's own argument
                 out.append(instantiate(sub, _partial_=True)(**kwargs))
             else:

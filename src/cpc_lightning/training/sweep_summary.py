@@ -12,8 +12,9 @@ reads each job dir's overrides, result file and failure file (through
   ``negatives.num_negatives`` (N); for sweeps over other keys a heatmap (two keys), a line (one
   key) or one bar per point.
 
-A sweep with a failed or missing point then exits with code 1, its log line giving the same
-count as ``summary.md``'s title.
+With ``logger=wandb`` the table and the plot also go to a W&B run in the sweep's group
+(``training/wandb.log_sweep_summary``). A sweep with a failed or missing point then exits with
+code 1, its log line giving the same count as ``summary.md``'s title.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cpc_lightning.run_dir import RESULT, RunDir, run_dirs_under
+from cpc_lightning.training.wandb import log_sweep_summary
 
 log = logging.getLogger("cpc_lightning.sweep")
 
 OK = ("ok", "reused")
 K_KEY = "model.prediction_steps"
 N_KEY = "negatives.num_negatives"
+PLOT = "summary.png"
 
 
 @dataclass
@@ -252,7 +255,7 @@ def summarize(sweep_dir: str | Path, metric: str = "val/loss") -> list[Point]:
     keys = swept_keys(points)
     write_csv(sweep_dir / "summary.csv", points, keys, metric)
     write_markdown(sweep_dir / "summary.md", points, keys, metric)
-    plot(sweep_dir / "summary.png", points, keys, metric)
+    plot(sweep_dir / PLOT, points, keys, metric)
     return points
 
 
@@ -272,6 +275,8 @@ class SweepSummary(Callback):
         except Exception:  # a summary must never turn a finished sweep into a failure
             log.exception("sweep summary failed for %s", sweep_dir)
             return
+        if points:  # logger=wandb: the table and the plot go to the sweep's W&B group
+            log_sweep_summary(config, sweep_dir, sweep_dir / "summary.csv", sweep_dir / PLOT)
         bad = [p.job for p in points if p.status not in OK]
         reused = [p.job for p in points if p.status == "reused"]
         counts = f"{len(points)} points, {len(bad)} failed or missing"
