@@ -45,6 +45,8 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
         "speech_mix",
     ):
         return [f"data_dir={SHARED_DATA}"]
+    if option == "cifar10_val":  # its own root holds all 50,000 images: the subset is enough here
+        return [f"data_dir={SHARED_DATA}", f"data.root={SHARED_DATA / 'cifar10_subset'}"]
     if option == "imagenet_patches":
         return [
             f"data.root={make_image_tree(tmp_path / 'imnet', per_class=2)}",
@@ -171,6 +173,23 @@ SEARCHES = {
         },
         "probe/phones/cpc",
     ),
+    "cpc_images_cpu_tpe": (
+        ["experiment=cpc_images_cpu"],
+        {
+            "model.optimizer.lr",
+            "encoder.out_dim",
+            "data.augment",
+            "model.prediction_steps",
+            "negatives.num_negatives",
+            "probe.feature",
+        },
+        "probe/classes/cpc",
+    ),
+    "cpc_images_cpu": (
+        ["experiment=cpc_images_cpu"],
+        {"encoder.out_dim", "data.augment"},
+        "probe/classes/cpc",
+    ),
 }
 
 
@@ -187,6 +206,8 @@ def test_hparams_search_overlays_compose_with_their_sweeper(option):
     assert cfg.optimized_metric == metric
     if metric == "val/online_probe_acc":
         assert "online_probe" in cfg.callbacks
+    elif cfg.data.get("holdout_fraction"):  # images: a validation split of the training images
+        assert cfg.probe.enabled and cfg.probe.data is None and 0 < cfg.data.holdout_fraction < 1
     else:  # an end-of-run probe score: on data that is not the training data's test split
         assert cfg.probe.enabled and cfg.probe.data._target_.endswith("TimitDataModule")
 

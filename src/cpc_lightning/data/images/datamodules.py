@@ -37,6 +37,7 @@ from cpc_lightning.data.images.sources import (
     ArraySource,
     FolderSource,
     find_cifar_batches,
+    hold_out,
     read_cifar_batches,
     scan_image_folder,
 )
@@ -88,8 +89,12 @@ class _PatchGridDataModule(pl.LightningDataModule):
         std: Sequence[float],
         seed: int = 0,
         augment_params: Mapping[str, Mapping[str, float]] | None = None,
+        holdout_fraction: float = 0.0,
     ):
         super().__init__()
+        # > 0: the held-out split is this fraction of the TRAINING images (per class, fixed
+        # seed 0), the real held-out folder is never read: a validation split for searches
+        self.holdout_fraction = float(holdout_fraction)
         self.root = resolve_root(root)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
@@ -156,6 +161,8 @@ class _PatchGridDataModule(pl.LightningDataModule):
         if self._sources:
             return
         train, test = self._build_sources()
+        if self.holdout_fraction > 0:
+            train, test = hold_out(train, self.holdout_fraction)
         self._sources = {"train": train, "test": test}
         self.stats = {"train": len(train), "test": len(test)}
         self._train_set = self._dataset(
@@ -248,10 +255,11 @@ class ImagePatchDataModule(_PatchGridDataModule):
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
         augment_params: Mapping[str, Mapping[str, float]] | None = None,
+        holdout_fraction: float = 0.0,
     ):
         super().__init__(
             root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed,
-            augment_params,
+            augment_params, holdout_fraction,
         )  # fmt: skip
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.resize_size = int(resize_size or round(self.image_size / 0.875))
@@ -314,10 +322,11 @@ class CIFAR10PatchDataModule(_PatchGridDataModule):
         std: Sequence[float] = CIFAR10_STD,
         seed: int = 0,
         augment_params: Mapping[str, Mapping[str, float]] | None = None,
+        holdout_fraction: float = 0.0,
     ):
         super().__init__(
             root, batch_size, num_workers, image_size, patch_size, stride, augment, mean, std, seed,
-            augment_params,
+            augment_params, holdout_fraction,
         )  # fmt: skip
         if layout not in ("auto", "batches", "folder"):
             raise ValueError(f"layout must be auto, batches or folder, got {layout!r}")

@@ -111,6 +111,33 @@ class ArraySource:
         return Image.fromarray(self.images[i]), self.labels[i]
 
 
+def hold_out(
+    source: FolderSource | ArraySource, fraction: float, seed: int = 0
+) -> tuple[FolderSource | ArraySource, FolderSource | ArraySource]:
+    """Split ``source`` into (kept, held out): ``fraction`` of each class's images, drawn with
+    ``seed``, in their original order. A validation split of the training images for model
+    selection; the same images for every run seed."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction}")
+    labels = np.asarray(
+        [lab for _, lab in source.samples] if isinstance(source, FolderSource) else source.labels
+    )
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        count = max(1, round(fraction * len(members)))
+        held[rng.permutation(members)[:count]] = True
+    return _subset(source, np.flatnonzero(~held)), _subset(source, np.flatnonzero(held))
+
+
+def _subset(source: FolderSource | ArraySource, keep: np.ndarray) -> FolderSource | ArraySource:
+    if isinstance(source, FolderSource):
+        return FolderSource([source.samples[i] for i in keep])
+    labels = [source.labels[i] for i in keep]
+    return ArraySource(source.images[keep], labels, f"{source.origin} (subset)")
+
+
 def find_cifar_batches(root: Path) -> Path | None:
     """The folder holding ``data_batch_1`` (``root`` or ``root/cifar-10-batches-py``), or None."""
     for folder in (root, root / "cifar-10-batches-py"):
