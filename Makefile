@@ -36,7 +36,7 @@ bench: $(STAMP) ## Benchmarks: training step (32-true vs bf16-mixed), InfoNCE vs
 	$(PY) benchmarks/data_streaming.py
 	$(PY) benchmarks/abx.py
 
-probes: $(STAMP) ## experiment=cpc_audio_cpu with 3 seeds, scored on TIMIT, speechocean762, FSDD, Speech Commands vs. MFCC and random init (DATA=../shared/data)
+probes: $(STAMP) ## experiment=cpc_audio_cpu with 3 seeds scored on TIMIT, speechocean762, FSDD, Speech Commands vs. MFCC and random init; PART=images: experiment=cpc_images_cpu on CIFAR-10 vs. random init and pixels (DATA=../shared/data)
 	DATA=$${DATA:-../shared/data} bash benchmarks/real_data_probes.sh $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check

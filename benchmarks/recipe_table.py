@@ -1,6 +1,7 @@
-"""Mean +- std over pre-training seeds of the recipe's evaluations (what ``make probes`` prints).
+"""Mean +- std over pre-training seeds of a recipe's evaluations (what ``make probes`` prints).
 
     python benchmarks/recipe_table.py <run dir of seed 1> <run dir of seed 2> ... [--out table.md]
+    python benchmarks/recipe_table.py --images <image run dirs> ...   (make probes PART=images)
 
 Each run dir holds the ``evaluate`` reports that ``benchmarks/real_data_probes.sh`` writes under
 ``eval_<set>/<task>.json``; a report missing from a run is left out of that row (and said so).
@@ -12,12 +13,14 @@ import argparse
 import statistics
 from pathlib import Path
 
-from cpc_lightning.eval.compare import paired_keys
+from cpc_lightning.eval.compare import compare_accuracy, comparison_lines, paired_keys
 from cpc_lightning.eval.registry import read_report
-from cpc_lightning.eval.report import ABXReport, PERReport, Report
+from cpc_lightning.eval.report import ABXReport, PERReport, ProbeReport, Report
 from cpc_lightning.eval.speech_tasks import compare_abx, compare_per
 
 SOURCES = ("cpc", "random_init", "mfcc")
+IMAGE_SOURCES = ("cpc", "random_init", "pixels")
+IMAGE_REPORT = "eval_cifar10/classes.json"
 #: (row label, report path in a run dir, the report's figure, scale, higher is better)
 ROWS = (
     ("TIMIT frame phones, accuracy %", "eval_timit/phones.json", "accuracy", 100.0, True),
@@ -106,6 +109,51 @@ def _intervals(runs: list[Path]) -> list[str]:
     return [""] + out if out else []
 
 
+def _walls(runs: list[Path]) -> list[str]:
+    walls = [float(w.read_text()) for r in runs if (w := r / "pretrain_wall_s.txt").is_file()]
+    if not walls:
+        return []
+    minutes = ", ".join(f"{w / 60:.1f}" for w in walls)
+    return ["", f"Pre-training wall time per seed: {minutes} min."]
+
+
+def image_table(runs: list[Path]) -> str:
+    """CIFAR-10 test accuracy of pooled features: CPC / random init / raw pixels (mean +- std
+    over the seeds), CPC minus each baseline, and the paired bootstrap over the test images of
+    each image's correctness averaged over the seeds (what the 5,000 images can resolve)."""
+    reports = [r for r in _reports(runs, IMAGE_REPORT) if isinstance(r, ProbeReport)]
+    if not reports:
+        return f"no {IMAGE_REPORT} in {', '.join(map(str, runs))}"
+    per = {s: [100 * r.sources[s]["accuracy"] for r in reports if s in r.sources]
+           for s in IMAGE_SOURCES}  # fmt: skip
+    seeds = f"{len(reports)} seed" + ("s" if len(reports) > 1 else "")
+    feature = f"{reports[0].feature_label}, pooled {reports[0].pool}"
+    lines = [
+        f"| CIFAR-10 test, accuracy % | CPC ({seeds}; {feature}) | random init | raw pixels "
+        "| CPC minus random init | CPC minus pixels |",
+        "|---|---|---|---|---|---|",
+    ]
+    diffs = [
+        f"{statistics.mean(per['cpc']) - statistics.mean(per[b]):+.1f}" if per[b] else "—"
+        for b in ("random_init", "pixels")
+    ]
+    cells = " | ".join(_cell(per[s]) for s in IMAGE_SOURCES)
+    lines.append(f"| {len(reports[0].sources['cpc']['item_correct'])} test images | {cells} | "
+                 f"{' | '.join(diffs)} |")  # fmt: skip
+    entries = {}
+    for s in IMAGE_SOURCES:
+        items = [r.sources[s]["item_correct"] for r in reports if s in r.sources]
+        if items:
+            label = reports[0].sources[s]["label"]
+            entries[s] = {
+                "label": label,
+                "item_correct": [statistics.mean(v) for v in zip(*items, strict=True)],
+            }
+    comparison = compare_accuracy(entries, unit="test image")
+    lines.append(comparison_lines(comparison, entries).replace("\n\n", "\n", 1))
+    return "\n".join(lines + _walls(runs))
+
+
 def table(runs: list[Path]) -> str:
     """The markdown table: one row per task, CPC / random init / MFCC, and whether CPC wins."""
     seeds = f"{len(runs)} seed" + ("s" if len(runs) > 1 else "")
@@ -125,25 +173,16 @@ def table(runs: list[Path]) -> str:
         cells = " | ".join(_cell(per[s]) for s in SOURCES)
         lines.append(f"| {label} | {_feature(runs, rel) or '—'} | {cells} | {verdict} |")
     lines += _intervals(runs)
-    walls = []
-    for r in runs:
-        wall = r / "pretrain_wall_s.txt"
-        if wall.is_file():
-            walls.append(float(wall.read_text()))
-    if walls:
-        lines.append("")
-        lines.append(
-            f"Pre-training wall time per seed: {', '.join(f'{w / 60:.1f}' for w in walls)} min."
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _walls(runs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--images", action="store_true", help="CIFAR-10 image runs")
     args = parser.parse_args()
-    text = table(args.runs)
+    text = image_table(args.runs) if args.images else table(args.runs)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

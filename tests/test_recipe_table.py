@@ -80,3 +80,38 @@ def test_table_rows_verdicts_and_abx_interval(tmp_path):
     assert "PER, CPC minus MFCC" not in _module().table(runs)
     assert "ABX within, CPC minus" not in text  # no within pair scored: no interval line
     assert "Pre-training wall time per seed: 10.0, 10.0 min." in text
+
+
+def _image_run(root: Path, name: str, cpc: list[int], random: list[int], pixels: list[int]) -> Path:
+    run = root / name
+    (run / "eval_cifar10").mkdir(parents=True)
+    labels = {"cpc": "CPC (trained)", "random_init": "random init", "pixels": "raw pixels"}
+    sources = {
+        s: {"label": labels[s], "accuracy": sum(c) / len(c), "item_correct": [float(v) for v in c]}
+        for s, c in (("cpc", cpc), ("random_init", random), ("pixels", pixels))
+    }
+    report = {"task": "classes", "feature": "z", "pool": "grid4", "sources": sources}
+    (run / "eval_cifar10/classes.json").write_text(json.dumps(report))
+    (run / "pretrain_wall_s.txt").write_text("900")
+    return run
+
+
+def test_image_table_means_differences_and_seed_averaged_interval(tmp_path):
+    mod = _module()
+    n = 200
+    pixels = [1] * 80 + [0] * 120  # 40 %
+    a = _image_run(tmp_path, "s1", [1] * 110 + [0] * 90, [1] * 70 + [0] * 130, pixels)
+    b = _image_run(tmp_path, "s2", [1] * 120 + [0] * 80, [1] * 74 + [0] * 126, pixels)
+    text = mod.image_table([a, b])
+    row = next(line for line in text.splitlines() if line.startswith(f"| {n} test images"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "57.5 ± 3.5"  # 55 and 60 %
+    assert cells[2] == "36.0 ± 1.4"
+    assert cells[3] == "40.0 ± 0.0"
+    assert cells[4:] == ["+21.5", "+17.5"]
+    assert "CPC (2 seeds; z, pooled grid4)" in text
+    # the interval is over the images, each image's correctness averaged over the seeds
+    line = next(x for x in text.splitlines() if x.startswith("- vs raw pixels"))
+    low, high = (float(v) for v in line.split("[")[1].split("]")[0].split(","))
+    assert 0 < low < 17.5 < high
+    assert "Pre-training wall time per seed: 15.0, 15.0 min." in text
