@@ -92,9 +92,10 @@ recipe() {
   done
   "$PY" benchmarks/recipe_table.py "${runs[@]}" --out "$OUT/recipe.md"
 }
-run_feature() {  # the run's probe.feature (z when unset)
+run_probe() {  # run dir, key, default: the run's probe.<key> (the default when unset)
   "$PY" -c 'import sys; from omegaconf import OmegaConf
-print(OmegaConf.load(sys.argv[1]).probe.feature or "z")' "$1/config_resolved.yaml"
+print(OmegaConf.select(OmegaConf.load(sys.argv[1]), "probe." + sys.argv[2]) or sys.argv[3])' \
+    "$1/config_resolved.yaml" "$2" "$3"
 }
 images() {
   export OMP_NUM_THREADS=${IMAGE_THREADS:-$((2 * THREADS))}
@@ -106,11 +107,13 @@ images() {
       trainer.enable_progress_bar=false hydra.run.dir="$run" >"$run.log" 2>&1
     echo $((SECONDS - start)) >"$run/pretrain_wall_s.txt"
     echo "seed $seed: pre-training wall $((SECONDS - start)) s"
-    # the recipe's probe feature (probe.feature, chosen by the search), pooled 4x4; the penalty
-    # list reaches 0.1 (on all 50,000 images issue 31's list chose its largest value, 0.01)
+    # the recipe's probe feature, pooling and probe lr (its probe.*, chosen on the validation
+    # split); the penalty list reaches 0.1 (on all 50,000 images issue 31's list chose its
+    # largest value, 0.01)
     "$PY" -m cpc_lightning.evaluate run_dir="$run" task=classes data=cifar10_patches \
-      data.root="$DATA/cifar10" feature="$(run_feature "$run")" \
-      pool=grid4 'probe.weight_decay=[0,1e-3,1e-2,1e-1]' probe.extract_batch=64 \
+      data.root="$DATA/cifar10" feature="$(run_probe "$run" feature z)" \
+      pool="$(run_probe "$run" pool grid4)" probe.lr="$(run_probe "$run" lr 1e-3)" \
+      'probe.weight_decay=[0,1e-3,1e-2,1e-1]' probe.extract_batch=64 \
       out_dir="$run/eval_cifar10" | tail -n 12
     runs+=("$run")
   done
