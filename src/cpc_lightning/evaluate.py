@@ -81,7 +81,7 @@ def check_checkpoint_of_run_dir(cfg: DictConfig) -> None:
         raise UserError(
             f"checkpoint={ckpt} is not in run_dir={root}: its scores would be written to "
             f"{root / 'eval'} as that run's; give checkpoint= alone (scores go to "
-            f"{RunDir.of_checkpoint(ckpt).root / 'eval'}) or out_dir=<folder> for them"
+            f"{RunDir.of_checkpoint(ckpt).eval}) or out_dir=<folder> for them"
         )
 
 
@@ -109,7 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         lambda: random_init_model(run.config, seed),
         f"seed{seed}:{tag}",
     )
-    out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else run.run_dir / "eval"
+    out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else RunDir(run.run_dir).eval
     data_cfg = OmegaConf.to_container(data_config(cfg, run.config), resolve=True)
     log.info(
         "evaluating %s (global step %s) on task=%s", run.checkpoint, run.global_step, task.name

@@ -45,8 +45,6 @@ from cpc_lightning.runs import Run, open_run, read_checkpoint
 log = logging.getLogger("cpc_lightning.export")
 
 FORMATS = ("cpc_audio", "safetensors")
-#: Where ``evaluate`` writes its reports inside a run dir (its default ``out_dir``).
-EVAL_DIR = "eval"
 PROBE_TITLE = "End-of-run linear probes (held-out split, accuracy)"
 
 
@@ -104,7 +102,7 @@ def evaluation_tables(run_dir: Path, result: dict[str, Any] | None) -> list[tupl
     tables = []
     if result and result.get("probe_table"):
         tables.append((PROBE_TITLE, str(result["probe_table"])))
-    for path in sorted((run_dir / EVAL_DIR).glob("*.json")):
+    for path in sorted(RunDir(run_dir).eval.glob("*.json")):
         try:
             report = read_report(path)
         except (OSError, ValueError, TypeError):

@@ -8,7 +8,8 @@ writes). It holds:
 - ``config_resolved.yaml``: the resolved config the run trained with;
 - ``checkpoints/``: ``last.ckpt`` (the newest state; ``train resume=`` continues from it) and
   the step files;
-- ``metrics.csv``, ``probe.md``;
+- ``metrics.csv``, ``probe.md``, ``eval/`` (the reports of ``evaluate`` and of the end-of-run
+  probes, ``<task>.json``, and their feature cache);
 - ``result.json``: setup, metrics, global step, environment (written last: a run dir with it
   finished);
 - where they apply: ``reused.json`` (a sweep point reused from an earlier launch),
@@ -43,6 +44,7 @@ CONVERTED_FROM = "converted_from.json"
 METRICS = "metrics.csv"
 PROBE_TABLE = "probe.md"
 WANDB_RUN = "wandb_run.json"
+EVAL = "eval"
 
 
 def last_checkpoint_in(folder: str | Path) -> Path:
@@ -158,6 +160,11 @@ class RunDir:
     def probe_table(self) -> Path:
         """The end-of-run probes' Markdown table."""
         return self.root / PROBE_TABLE
+
+    @property
+    def eval(self) -> Path:
+        """The reports of ``evaluate`` (without ``out_dir=``) and of the end-of-run probes."""
+        return self.root / EVAL
 
     @property
     def wandb_run(self) -> Path:

@@ -21,6 +21,7 @@ from cpc_lightning.eval.features import Source
 from cpc_lightning.eval.probe_tasks import accuracy_summary, combined_table, evaluate_sources
 from cpc_lightning.eval.registry import get_task, tasks_of
 from cpc_lightning.eval.settings import RunProbeSettings
+from cpc_lightning.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def end_of_training_probes(
         [get_task(t) for t in tasks],
         settings.probe,
         data_key=data_config,
-        out_dir=Path(run_dir) / "eval",
+        out_dir=RunDir(run_dir).eval,
         meta={
             "run_dir": str(run_dir),
             "checkpoint": "in-memory model at the end of training",
