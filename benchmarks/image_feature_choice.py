@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import cpc_lightning
-from cpc_lightning.api import ImageFeatureExtractor
+from cpc_lightning.api import ImageFeatureExtractor, image_preprocess
 from cpc_lightning.eval.linear_probe import fit_probe
 from cpc_lightning.evaluate import random_init_model
 from cpc_lightning.model.pooling import pool_grid
@@ -90,14 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="of the image split")
     args = p.parse_args(argv)
     files = split_files(args.root, args.fit, args.held_out, args.seed)
-    trained = cpc_lightning.load(args.run)
-    if not isinstance(trained, ImageFeatureExtractor):
-        raise SystemExit(f"{args.run} is not an image run")
     run = open_run(checkpoint=args.run) if args.run.is_file() else open_run(run_dir=args.run)
+    if run.model.modality != "image":
+        raise SystemExit(f"{args.run} is not an image run")
+    preprocess = image_preprocess(run.config.data)
     untrained = random_init_model(run.config, args.random_init_seed)
     sources = {
-        "CPC": trained,
-        "random init": ImageFeatureExtractor(untrained, trained.preprocess, {}),
+        "CPC": ImageFeatureExtractor(run.model, preprocess, {"run_dir": str(run.run_dir)}),
+        "random init": ImageFeatureExtractor(untrained, preprocess, {}),
     }
     feats = {name: {s: grids(m, files[s]) for s in files} for name, m in sources.items()}
     print(f"{run.run_dir}: {len(files['fit'])} fitting, {len(files['held_out'])} held-out images")

@@ -80,7 +80,7 @@ def check_checkpoint_of_run_dir(cfg: DictConfig) -> None:
     if root not in ckpt.parents:
         raise UserError(
             f"checkpoint={ckpt} is not in run_dir={root}: its scores would be written to "
-            f"{root / 'eval'} as that run's; give checkpoint= alone (scores go to "
+            f"{RunDir(root).eval} as that run's; give checkpoint= alone (scores go to "
             f"{RunDir.of_checkpoint(ckpt).eval}) or out_dir=<folder> for them"
         )
 
