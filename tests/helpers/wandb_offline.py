@@ -109,6 +109,20 @@ class OfflineRun:
         return self.folder / "files" / self.logged[key]["path"]
 
 
+def offline_env(home: Path) -> dict[str, str | None]:
+    """W&B offline and quiet, no credentials, every W&B folder under ``home`` (``None``: unset)."""
+    return {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_API_KEY": None,
+        "WANDB_DIR": None,
+        "NETRC": str(home / "no-netrc"),
+        **{f"WANDB_{key}_DIR": str(home / key.lower()) for key in ("CONFIG", "CACHE", "DATA")},
+        "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+    }
+
+
 def offline_runs(folder: Path) -> list[OfflineRun]:
     """Every offline run under ``<folder>/wandb``, oldest first."""
     return [OfflineRun.read(p) for p in sorted((folder / "wandb").glob("offline-run-*"))]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import compose_entry, make_cfg, tiny
 from helpers.exports import exported
-from helpers.wandb_offline import offline_runs
+from helpers.wandb_offline import offline_env, offline_runs
 
 from cpc_lightning.eval.report import ABXReport, markdown_table
 from cpc_lightning.run_dir import RunDir
@@ -33,16 +33,12 @@ PROBED = tiny(
 
 
 def _offline(mp: pytest.MonkeyPatch, home: Path) -> None:
-    """No credentials, every W&B folder under ``home``; restored after the test."""
-    for key in ("WANDB_MODE", "WANDB_SILENT", "WANDB_CONSOLE", "WANDB_API_KEY", "WANDB_DIR"):
-        mp.delenv(key, raising=False)
-    mp.setenv("WANDB_MODE", "offline")
-    mp.setenv("WANDB_SILENT", "true")
-    mp.setenv("WANDB_CONSOLE", "off")
-    mp.setenv("NETRC", str(home / "no-netrc"))
-    for key, sub in (("CONFIG", "config"), ("CACHE", "cache"), ("DATA", "data")):
-        mp.setenv(f"WANDB_{key}_DIR", str(home / sub))
-    mp.setenv("WANDB_ARTIFACT_DIR", str(home / "artifacts"))
+    """W&B offline under ``home`` (``offline_env``); restored after the test."""
+    for key, value in offline_env(home).items():
+        if value is None:
+            mp.delenv(key, raising=False)
+        else:
+            mp.setenv(key, value)
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from helpers import run_train, tiny
-from helpers.wandb_offline import offline_runs
-
-
-def _env(home: Path) -> dict[str, str | None]:
-    """Offline, no credentials, every W&B folder under ``home``."""
-    return {
-        "WANDB_MODE": "offline",
-        "WANDB_API_KEY": None,
-        "NETRC": str(home / "no-netrc"),
-        "WANDB_CONFIG_DIR": str(home / "config"),
-        "WANDB_CACHE_DIR": str(home / "cache"),
-        "WANDB_DATA_DIR": str(home / "data"),
-        "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
-    }
+from helpers.wandb_offline import offline_env, offline_runs
 
 
 @pytest.mark.slow
@@ -33,7 +18,7 @@ def test_sweep_points_share_a_group_and_the_summary_joins_it(tmp_path):
         "model.prediction_steps=2,3",
         "logger=wandb",
         f"hydra.sweep.dir={sweep}",
-        env=_env(tmp_path / "home"),
+        env=offline_env(tmp_path / "home"),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     points = [run for job in ("0", "1") for run in offline_runs(sweep / job)]
@@ -53,7 +38,7 @@ def test_make_train_with_wandb_holds_the_probe_table_and_the_plots(tmp_path):
     pytest.importorskip("wandb")
     run_dir = tmp_path / "run"
     proc = run_train(
-        "logger=wandb", f"hydra.run.dir={run_dir}", env=_env(tmp_path / "home"), timeout=3600
+        "logger=wandb", f"hydra.run.dir={run_dir}", env=offline_env(tmp_path / "home"), timeout=3600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = offline_runs(run_dir)
